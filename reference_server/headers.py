@@ -1,0 +1,178 @@
+"""Header rules of the contract, as pure functions over the raw header block.
+
+- The From header: exactly one; every mailbox (and the Sender's, when From holds several) is
+  a real RFC 5322 address, parsed by the ``email`` package; display names never count.
+- The Anypost control headers (X-Anypost-Tags, X-Anypost-Tag, X-Anypost-Topic, X-Campaign):
+  names case-insensitive, folded values unfolded, each at most once except X-Anypost-Tag, which
+  cannot be combined with X-Anypost-Tags; read, then stripped before delivery.
+
+Only top-level headers count: a part or an attached message is body (BRIEF §4).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from email import policy
+from email.headerregistry import Address
+
+TAGS = "x-anypost-tags"
+TAG = "x-anypost-tag"
+TOPIC = "x-anypost-topic"
+CAMPAIGN = "x-campaign"
+CONTROL = frozenset({TAGS, TAG, TOPIC, CAMPAIGN})
+
+_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+
+
+class HeaderError(ValueError):
+    """The message breaks a header rule; ``kind`` says which reply applies."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind  # "from" (554 5.6.0), "control" (554 5.6.0)
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # lower-cased
+    raw: bytes  # the field as sent, continuation lines and CRLFs included
+    value: str  # unfolded, leading and trailing white space removed
+
+
+@dataclass(frozen=True)
+class HeaderBlock:
+    fields: tuple[Field, ...]
+    body_offset: int  # offset of the blank line ending the header block (or of the body)
+
+    def named(self, name: str) -> list[Field]:
+        return [f for f in self.fields if f.name == name]
+
+
+@dataclass(frozen=True)
+class ControlValues:
+    tags: tuple[str, ...] = ()
+    topic: str | None = None
+    campaign: str | None = None
+
+
+@dataclass
+class SenderIdentity:
+    mailboxes: list[Address] = field(default_factory=list)
+
+
+def parse_header_block(data: bytes | bytearray) -> HeaderBlock:
+    """Split the top-level header fields off a message whose lines end in CRLF."""
+    view = memoryview(data)
+    fields: list[Field] = []
+    pos = 0
+    end = len(view)
+    current_start = -1
+    current_name = ""
+
+    def close(stop: int) -> None:
+        if current_start >= 0:
+            raw = bytes(view[current_start:stop])
+            colon = raw.index(b":")
+            value = raw[colon + 1 :].decode("utf-8", "surrogateescape")
+            unfolded = re.sub(r"\r\n(?=[ \t])", "", value).strip()
+            fields.append(Field(current_name, raw, unfolded))
+
+    while pos < end:
+        nl = data.find(b"\n", pos)
+        line_end = end if nl == -1 else nl + 1
+        line = bytes(view[pos:line_end])
+        if line in (b"\r\n", b"\n"):
+            close(pos)
+            return HeaderBlock(tuple(fields), pos)
+        if line[:1] in (b" ", b"\t") and current_start >= 0:
+            pos = line_end
+            continue
+        match = _FIELD_NAME.match(line)
+        if match is None:
+            # Not a header field: the header block has ended without a blank line.
+            close(pos)
+            return HeaderBlock(tuple(fields), pos)
+        close(pos)
+        current_start = pos
+        current_name = match.group(1).decode("ascii").lower()
+        pos = line_end
+    close(end)
+    return HeaderBlock(tuple(fields), end)
+
+
+def _mailboxes(header: Field) -> list[Address]:
+    parsed = policy.default.header_factory(header.name, header.value)
+    addresses = list(getattr(parsed, "addresses", ()))
+    for address in addresses:
+        if not address.username or not address.domain:
+            raise HeaderError("from", f"{header.name}: {address} is not a mailbox")
+    return addresses
+
+
+def sender_mailboxes(block: HeaderBlock) -> list[Address]:
+    """Every mailbox the recipient may be shown as the author: From, and Sender when given."""
+    froms = block.named("from")
+    if len(froms) != 1:
+        raise HeaderError("from", f"expected exactly one From header, found {len(froms)}")
+    try:
+        authors = _mailboxes(froms[0])
+    except HeaderError:
+        raise
+    except Exception as exc:  # the email package raises assorted errors on hostile input
+        raise HeaderError("from", f"unparseable From header: {exc}") from None
+    if not authors:
+        raise HeaderError("from", "the From header holds no mailbox")
+    senders = block.named("sender")
+    if len(senders) > 1:
+        raise HeaderError("from", "several Sender headers")
+    if senders:
+        sender = _mailboxes(senders[0])
+        if len(sender) != 1:
+            raise HeaderError("from", "the Sender header must hold exactly one mailbox")
+        authors += sender
+    elif len(authors) > 1:
+        # RFC 5322 §3.6.2: several authors need a Sender.
+        raise HeaderError("from", "a From with several mailboxes needs a Sender header")
+    return authors
+
+
+def _nonempty(value: str, name: str) -> str:
+    if not value.strip():
+        raise HeaderError("control", f"{name} must not be empty")
+    return value.strip()
+
+
+def control_values(block: HeaderBlock) -> ControlValues:
+    """Read the Anypost control headers, enforcing the contract's rules on each."""
+    tags_fields = block.named(TAGS)
+    tag_fields = block.named(TAG)
+    for name in (TAGS, TOPIC, CAMPAIGN):
+        if len(block.named(name)) > 1:
+            raise HeaderError("control", f"{name} may appear at most once")
+    if tags_fields and tag_fields:
+        raise HeaderError("control", "X-Anypost-Tag cannot be combined with X-Anypost-Tags")
+    tags: tuple[str, ...] = ()
+    if tags_fields:
+        try:
+            parsed = json.loads(tags_fields[0].value)
+        except ValueError:
+            raise HeaderError("control", "X-Anypost-Tags is not JSON") from None
+        if not isinstance(parsed, list) or not all(isinstance(t, str) for t in parsed):
+            raise HeaderError("control", "X-Anypost-Tags must be a JSON array of strings")
+        tags = tuple(parsed)
+    elif tag_fields:
+        tags = tuple(_nonempty(f.value, "X-Anypost-Tag") for f in tag_fields)
+    topic = block.named(TOPIC)
+    campaign = block.named(CAMPAIGN)
+    return ControlValues(
+        tags=tags,
+        topic=_nonempty(topic[0].value, "X-Anypost-Topic") if topic else None,
+        campaign=_nonempty(campaign[0].value, "X-Campaign") if campaign else None,
+    )
+
+
+def stripped_header_bytes(block: HeaderBlock) -> bytes:
+    """The header block without the control headers, byte for byte otherwise."""
+    return b"".join(f.raw for f in block.fields if f.name not in CONTROL)

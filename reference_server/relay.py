@@ -1,0 +1,48 @@
+"""Optional relay of stored messages to a smart host, so a capture sink can observe delivery.
+
+Relaying happens after the message is stored and answered: a relay failure is logged and never
+changes the answer to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import aiosmtplib
+
+log = logging.getLogger("reference_server.relay")
+
+
+class Relayer:
+    def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def relay(self, mail_from: str, recipients: tuple[str, ...], path: Path) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(mail_from, recipients, path))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, mail_from: str, recipients: tuple[str, ...], path: Path) -> None:
+        try:
+            message = await asyncio.to_thread(path.read_bytes)
+            await aiosmtplib.send(
+                message,
+                sender=mail_from,
+                recipients=list(recipients),
+                hostname=self.host,
+                port=self.port,
+                timeout=self.timeout,
+                start_tls=False,
+                use_tls=False,
+            )
+        except Exception as exc:  # a relay failure must not reach the SMTP session
+            log.warning("relay to %s:%s failed: %s", self.host, self.port, exc)
+
+    async def drain(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)

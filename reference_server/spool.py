@@ -1,0 +1,141 @@
+"""Durable delivery: one Maildir per recipient and an SQLite event log, both written before 250.
+
+The message is written once to ``spool/tmp``, fsynced, then hard-linked into each recipient's
+``Maildir/new`` (a link appears whole or not at all), the directories are fsynced, and the event
+rows are committed with ``synchronous=FULL``. Only then does the caller answer 250, so a crash
+or SIGTERM never loses a message the client was told was accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from .headers import ControlValues
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    email_id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    mail_from TEXT NOT NULL,
+    team TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    topic TEXT,
+    campaign TEXT,
+    size INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    created_at REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class Submission:
+    mail_from: str
+    recipients: tuple[str, ...]
+    ids: tuple[str, ...]
+    team: str
+    key_id: str
+    control: ControlValues
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def mailbox_dir(spool: Path, recipient: str) -> Path:
+    local, _, domain = recipient.rpartition("@")
+    # The local part stays case-sensitive (RFC 5321 §2.4); quoting keeps it inside the spool.
+    return spool / "maildir" / quote(f"{local}@{domain.lower()}", safe="@._+-")
+
+
+class Spool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+        (root / "maildir").mkdir(parents=True, exist_ok=True)
+        self.db_path = root / "events.sqlite3"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def store(self, submission: Submission, parts: Sequence[bytes | memoryview]) -> list[Path]:
+        """Write the message (given as parts, concatenated) durably for every recipient."""
+        name = f"{time.time():.6f}.{submission.ids[0]}.{os.getpid()}"
+        tmp = self.root / "tmp" / name
+        size = 0
+        with open(tmp, "wb") as fh:
+            for part in parts:
+                size += fh.write(part)
+            fh.flush()
+            os.fsync(fh.fileno())
+        paths: list[Path] = []
+        try:
+            for recipient, email_id in zip(submission.recipients, submission.ids, strict=True):
+                box = mailbox_dir(self.root, recipient)
+                for sub in ("tmp", "new", "cur"):
+                    (box / sub).mkdir(parents=True, exist_ok=True)
+                target = box / "new" / f"{name}.{email_id}"
+                os.link(tmp, target)
+                _fsync_dir(box / "new")
+                paths.append(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        now = time.time()
+        rows = [
+            (
+                email_id,
+                "accepted",
+                recipient,
+                submission.mail_from,
+                submission.team,
+                submission.key_id,
+                json.dumps(list(submission.control.tags)),
+                submission.control.topic,
+                submission.control.campaign,
+                size,
+                str(path),
+                now,
+            )
+            for recipient, email_id, path in zip(
+                submission.recipients, submission.ids, paths, strict=True
+            )
+        ]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return paths
+
+
+def read_events(db_path: Path) -> list[dict[str, object]]:
+    """Every event row, for tests and tools (opens its own read-only connection)."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM events ORDER BY rowid")]
+    finally:
+        db.close()
