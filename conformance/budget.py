@@ -1,0 +1,150 @@
+"""What a run may cost a target: failed logins, messages, and the auth-failure block.
+
+The target blocks an address after ``threshold`` failed logins within ``cooldown`` seconds. The
+state lives in a file per target under the system's temporary folder, locked with ``flock``, so
+every pytest-xdist worker (and the next run, which the target still remembers) sees the same
+count: no non-destructive scenario ever trips the block, whatever the order or ``-n``.
+
+Destructive scenarios hold the run's lock exclusively; all others hold it shared, so a
+destructive scenario never runs beside another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import BudgetError
+
+_MARGIN = 0.25  # seconds added to every cooldown we wait out, for clock skew
+
+
+def state_dir() -> Path:
+    path = Path(os.environ.get("ANYPOST_CONFORMANCE_STATE", tempfile.gettempdir()))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class TargetBudget:
+    def __init__(
+        self,
+        target_key: str,
+        threshold: int | None,
+        cooldown: float | None,
+        messages: int,
+        run_id: str | None = None,
+    ) -> None:
+        digest = hashlib.sha256(target_key.encode()).hexdigest()[:16]
+        self.path = state_dir() / f"anypost-conformance-{digest}.json"
+        self.lock_path = state_dir() / f"anypost-conformance-{digest}.lock"
+        self.threshold = threshold
+        self.cooldown = cooldown or 0.0
+        self.messages = messages
+        self.run_id = run_id or os.environ.get("ANYPOST_CONFORMANCE_RUN", "local")
+
+    @contextlib.contextmanager
+    def _state(self) -> Iterator[dict[str, Any]]:
+        with open(self.path, "a+", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fh.seek(0)
+                text = fh.read()
+                try:
+                    state = json.loads(text) if text else {}
+                except ValueError:
+                    state = {}
+                state.setdefault("failures", [])
+                state.setdefault("blocked_until", 0.0)
+                state.setdefault("runs", {})
+                yield state
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps(state))
+                fh.flush()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _prune(self, state: dict[str, Any], now: float) -> None:
+        state["failures"] = [t for t in state["failures"] if now - t < self.cooldown]
+
+    async def wait_unblocked(self) -> float:
+        """Wait while our own block scenario has the target blocking us; seconds waited."""
+        waited = 0.0
+        while True:
+            with self._state() as state:
+                delay = state["blocked_until"] - time.time()
+            if delay <= 0:
+                return waited
+            await asyncio.sleep(delay + _MARGIN)
+            waited += delay + _MARGIN
+
+    async def before_failing_login(self) -> float:
+        """Reserve one failed login, first waiting out the cooldown if it would trip the block.
+
+        Returns the reservation, to ``release`` when the login turned out not to count.
+        """
+        await self.wait_unblocked()
+        if not self.threshold:
+            return 0.0
+        if self.threshold <= 1:
+            raise BudgetError(
+                "the target blocks on the first failed login: no probe can fail safely"
+            )
+        while True:
+            now = time.time()
+            with self._state() as state:
+                self._prune(state, now)
+                if len(state["failures"]) + 1 < self.threshold:
+                    state["failures"].append(now)
+                    return now
+                delay = state["failures"][0] + self.cooldown - now + _MARGIN
+            await asyncio.sleep(max(delay, 0.05))
+
+    def release(self, reservation: float) -> None:
+        """The reserved login was refused before credentials were judged: it does not count."""
+        with self._state() as state:
+            if reservation in state["failures"]:
+                state["failures"].remove(reservation)
+
+    def record_failure(self) -> None:
+        """A login failed that we did not expect to fail: count it all the same."""
+        now = time.time()
+        with self._state() as state:
+            self._prune(state, now)
+            state["failures"].append(now)
+
+    def record_block(self) -> None:
+        """A destructive scenario has (or may have) tripped the block: everyone waits it out."""
+        with self._state() as state:
+            state["failures"] = []
+            state["blocked_until"] = time.time() + self.cooldown
+
+    def spend_message(self) -> None:
+        with self._state() as state:
+            spent = state["runs"].get(self.run_id, 0)
+            if spent >= self.messages:
+                raise BudgetError(
+                    f"the profile's message budget ({self.messages}) for this run is spent"
+                )
+            state["runs"] = {self.run_id: spent + 1}
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, destructive: bool) -> AsyncIterator[None]:
+        """Hold the run lock: exclusively for a destructive scenario, shared otherwise."""
+        fh = open(self.lock_path, "a+")  # noqa: SIM115  # held across awaits, closed below
+        try:
+            mode = fcntl.LOCK_EX if destructive else fcntl.LOCK_SH
+            await asyncio.to_thread(fcntl.flock, fh, mode)
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()

@@ -1,0 +1,188 @@
+"""The bundled target: the reference server started as a subprocess on free loopback ports,
+with freshly made keys, and a profile describing it.
+
+``conformance`` never imports ``reference_server``: it runs it as ``python -m reference_server``,
+the way any other target would be run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .errors import TargetError
+
+KEY_ENV = {
+    "send_only": "ANYPOST_KEY_SEND_ONLY",
+    "full_access": "ANYPOST_KEY_FULL_ACCESS",
+    "restricted": "ANYPOST_KEY_RESTRICTED",
+    "no_send": "ANYPOST_KEY_NO_SEND",
+}
+PORT_NAMES = ("submission", "alternate", "smtp")
+RECIPIENTS = 120
+# Short enough that the block scenario and the scenarios waiting it out cost seconds, not minutes.
+THRESHOLD = 3
+COOLDOWN = 3.0
+
+
+def server_config(workdir: Path) -> dict[str, object]:
+    return {
+        "hostname": "localhost",
+        "listen": {"host": "127.0.0.1", "ports": [0, 0, 0]},
+        "tls": {"ca_out": str(workdir / "ca.pem")},
+        "spool": str(workdir / "spool"),
+        "limits": {
+            "message_size": 5 * 1024 * 1024,
+            "max_recipients": 100,
+            "auth_failure_threshold": THRESHOLD,
+            "auth_failure_cooldown": COOLDOWN,
+            "idle_timeout": 60,
+        },
+        "teams": [
+            {
+                "name": "acme",
+                "verified_domains": ["acme.test", "billing.acme.test"],
+                "keys": [
+                    {
+                        "id": "send-only",
+                        "secret_env": KEY_ENV["send_only"],
+                        "permission": "send_only",
+                    },
+                    {
+                        "id": "full",
+                        "secret_env": KEY_ENV["full_access"],
+                        "permission": "full_access",
+                    },
+                    {
+                        "id": "restricted",
+                        "secret_env": KEY_ENV["restricted"],
+                        "permission": "send_only",
+                        "allowed_domains": ["acme.test"],
+                    },
+                    {
+                        "id": "read-only",
+                        "secret_env": KEY_ENV["no_send"],
+                        "permission": "read_only",
+                    },
+                ],
+            },
+            {"name": "other", "verified_domains": ["other.test"], "keys": []},
+        ],
+    }
+
+
+def profile(ports: list[int], ca: str, maildir: str) -> dict[str, object]:
+    return {
+        "schema_version": 1,
+        "name": "bundled reference server",
+        "target": {
+            "host": "127.0.0.1",
+            "ports": dict(zip(PORT_NAMES, ports, strict=True)),
+            "tls": {"ca_file": ca, "server_name": "localhost"},
+            "timeout": 10,
+            "scenario_deadline": 60,
+        },
+        "keys": {
+            **{role: {"env": env} for role, env in KEY_ENV.items()},
+            "restricted": {"env": KEY_ENV["restricted"], "allowed_domains": ["acme.test"]},
+            "invalid": {"value": "ap_conformance_not_a_real_key_0000"},
+        },
+        "domains": {
+            "verified": "acme.test",
+            "outside_allowed": "billing.acme.test",
+            "unverified": "unverified.test",
+        },
+        "recipients": [f"rcpt{i}@sink.test" for i in range(RECIPIENTS)],
+        "limits": {
+            "message_size": 5 * 1024 * 1024,
+            "max_recipients": 100,
+            "auth_failure_threshold": THRESHOLD,
+            "auth_failure_cooldown": COOLDOWN,
+        },
+        "budget": {"messages": 2000},
+        "observer": {"kind": "maildir", "path": maildir},
+    }
+
+
+class BundledTarget:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir.resolve()
+        self.env = {env: "ap_" + secrets.token_urlsafe(24) for env in KEY_ENV.values()}
+        self.process: subprocess.Popen[str] | None = None
+        self.profile_path = self.workdir / "bundled-profile.yaml"
+
+    def start(self, timeout: float = 30.0) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config_path = self.workdir / "bundled-server.yaml"
+        config_path.write_text(yaml.safe_dump(server_config(self.workdir)))
+        env = {**os.environ, **self.env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "reference_server", "--config", str(config_path)],
+            stdout=subprocess.PIPE,
+            stderr=None,
+            text=True,
+            env=env,
+        )
+        line = self._first_line(timeout)
+        try:
+            info = json.loads(line)
+            ports = list(info["ports"])
+        except (ValueError, KeyError) as exc:
+            self.stop()
+            raise TargetError(f"the bundled server did not start: {line!r} ({exc})") from None
+        self.profile_path.write_text(
+            yaml.safe_dump(
+                profile(ports, str(info["ca"]), str(self.workdir / "spool" / "maildir")),
+                sort_keys=False,
+            )
+        )
+        return self.profile_path
+
+    def profile_ports(self) -> str:
+        doc = yaml.safe_load(self.profile_path.read_text())
+        return ", ".join(f"{n}={p}" for n, p in doc["target"]["ports"].items())
+
+    def _first_line(self, timeout: float) -> str:
+        assert self.process is not None and self.process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                    return self.process.stdout.readline()
+                if self.process.poll() is not None:
+                    break
+        finally:
+            selector.close()
+        self.stop()
+        raise TargetError(f"the bundled server printed nothing within {timeout:g}s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.process = None
+
+    def __enter__(self) -> BundledTarget:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

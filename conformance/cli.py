@@ -1,0 +1,249 @@
+"""``anypost-conformance``: run the catalogue, serve the reference server, check scenarios.
+
+Exit codes: 0 every selected MUST scenario passed (with --strict, every SHOULD too); 1 some
+failed; 2 a usage, profile or scenario error, or the target unreachable at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import ConformanceError, ScenarioError, TargetError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# pytest's exit codes: 0 ok, 1 tests failed, 2 interrupted (collection errors), 3 internal
+# error, 4 usage error, 5 no tests collected.
+PYTEST_EXIT = {
+    0: EXIT_OK,
+    1: EXIT_FAILED,
+    2: EXIT_USAGE,
+    3: EXIT_USAGE,
+    4: EXIT_USAGE,
+    5: EXIT_USAGE,
+}
+
+
+def default_scenarios() -> Path:
+    local = Path("scenarios")
+    if local.is_dir():
+        return local
+    return Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anypost-conformance", description="Conformance harness for Anypost SMTP submission."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run", help="run scenarios against a target (default: the bundled reference server)"
+    )
+    run.add_argument(
+        "paths", nargs="*", type=Path, help="scenario files or folders (default: the catalogue)"
+    )
+    run.add_argument(
+        "--target",
+        type=Path,
+        help="target profile; without it the bundled reference server is started",
+    )
+    run.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports"),
+        help="where reports go (default: reports/)",
+    )
+    run.add_argument(
+        "--tag", action="append", default=[], help="only scenarios with this tag (repeatable)"
+    )
+    run.add_argument(
+        "--requirement",
+        action="append",
+        default=[],
+        help="only scenarios checking this requirement id (repeatable)",
+    )
+    run.add_argument(
+        "-k",
+        dest="keyword",
+        help="pytest -k expression over scenario ids, tags and requirement ids",
+    )
+    run.add_argument("-n", dest="workers", help="parallel workers (pytest-xdist), e.g. 2 or auto")
+    run.add_argument(
+        "--include-destructive",
+        action="store_true",
+        help="also run scenarios that trip the auth-failure block",
+    )
+    run.add_argument(
+        "--strict", action="store_true", help="SHOULD-level expectations fail the run too"
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="less pytest output")
+
+    serve = sub.add_parser("serve", help="run the reference server in the foreground")
+    serve.add_argument("--config", type=Path, help="server configuration (default: the sample)")
+    serve.add_argument("--ports", help="comma-separated ports overriding the configuration")
+    serve.add_argument("--spool", type=Path, help="spool folder overriding the configuration")
+
+    check = sub.add_parser("check-scenarios", help="validate scenario files")
+    check.add_argument("paths", nargs="*", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return run(args)
+        if args.command == "serve":
+            return serve(args)
+        return check_scenarios(args.paths or [default_scenarios()])
+    except ConformanceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_USAGE
+
+
+def check_scenarios(paths: list[Path]) -> int:
+    from .loader import find_scenario_files, load_scenarios
+    from .plugin import _find_requirements
+    from .requirements import load_requirements
+
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"error: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
+        return EXIT_USAGE
+    files = find_scenario_files(paths)
+    if not files:
+        print(
+            f"error: no *.scenario.yaml files under {', '.join(map(str, paths))}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    errors = 0
+    ids: dict[str, str] = {}
+    count = 0
+    for file in files:
+        try:
+            req_file = _find_requirements(file.parent)
+            requirements = load_requirements(req_file) if req_file else None
+            for scenario in load_scenarios(file, requirements):
+                count += 1
+                if scenario.id in ids:
+                    raise ScenarioError(
+                        f"{scenario.location}: scenario id {scenario.id} is already used at {ids[scenario.id]}"
+                    )
+                ids[scenario.id] = str(scenario.location)
+        except ScenarioError as exc:
+            errors += 1
+            print(str(exc), file=sys.stderr)
+    if errors:
+        print(f"{errors} of {len(files)} file(s) have errors", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{count} scenarios in {len(files)} file(s): all valid")
+    return EXIT_OK
+
+
+def serve(args: argparse.Namespace) -> int:
+    command = [sys.executable, "-m", "reference_server"]
+    if args.config:
+        command += ["--config", str(args.config)]
+    if args.ports:
+        command += ["--ports", args.ports]
+    if args.spool:
+        command += ["--spool", str(args.spool)]
+    # Replace this process so SIGTERM reaches the server directly.
+    os.execv(sys.executable, command)
+    return EXIT_USAGE  # not reached
+
+
+def _pytest_command(
+    args: argparse.Namespace, profile: Path, report_dir: Path, ini: Path
+) -> list[str]:
+    paths = [str(p) for p in (args.paths or [default_scenarios()])]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *paths,
+        "-c",
+        str(ini),
+        "--rootdir",
+        str(Path.cwd()),
+        "-p",
+        "no:cacheprovider",
+        "--target",
+        str(profile),
+        "--junitxml",
+        str(report_dir / "junit.xml"),
+        "--alluredir",
+        str(report_dir / "allure-results"),
+        "--clean-alluredir",
+        "--conformance-report-dir",
+        str(report_dir),
+        "-rfEs",
+    ]
+    for tag in args.tag:
+        command += ["--conformance-tag", tag]
+    for requirement in args.requirement:
+        command += ["--conformance-requirement", requirement]
+    if args.keyword:
+        command += ["-k", args.keyword]
+    if args.workers:
+        command += ["-n", str(args.workers)]
+        if args.include_destructive:
+            command += ["--dist", "loadfile"]
+    if args.include_destructive:
+        command.append("--include-destructive")
+    if args.strict:
+        command.append("--conformance-strict")
+    if args.quiet:
+        command.append("-q")
+    return command
+
+
+def run(args: argparse.Namespace) -> int:
+    from .bundled import BundledTarget
+
+    for path in args.paths:
+        if not path.exists():
+            print(f"error: no such file or folder: {path}", file=sys.stderr)
+            return EXIT_USAGE
+    report_dir: Path = args.report_dir
+    report_dir.mkdir(parents=True, exist_ok=True)
+    ini = report_dir / "pytest.ini"
+    # The harness's own pytest settings, whatever the caller's project configures.
+    ini.write_text("[pytest]\njunit_family = xunit2\n")
+    env = dict(os.environ)
+    if args.target is not None:
+        if not args.target.is_file():
+            print(f"error: no such profile: {args.target}", file=sys.stderr)
+            return EXIT_USAGE
+        return _run_pytest(_pytest_command(args, args.target, report_dir, ini), env)
+    with tempfile.TemporaryDirectory(prefix="anypost-bundled-") as workdir:
+        target = BundledTarget(Path(workdir))
+        try:
+            profile = target.start()
+        except TargetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            kept = report_dir / "bundled-profile.yaml"
+            kept.write_text(profile.read_text())
+            print(
+                f"bundled reference server on 127.0.0.1 ports {target.profile_ports()}; "
+                f"profile: {kept}",
+                flush=True,
+            )
+            env.update(target.env)
+            return _run_pytest(_pytest_command(args, profile, report_dir, ini), env)
+        finally:
+            target.stop()
+
+
+def _run_pytest(command: list[str], env: dict[str, str]) -> int:
+    completed = subprocess.run(command, env=env, check=False)
+    return PYTEST_EXIT.get(completed.returncode, EXIT_USAGE)

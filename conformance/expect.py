@@ -1,0 +1,172 @@
+"""Pure matchers: what a step expected against what it observed. No I/O, no SMTP.
+
+``judge`` returns the mismatches, each saying what was expected and what came back; an empty
+list is a pass.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .model import ReplyMatch
+from .reply import Reply
+
+ID_FORMAT = re.compile(
+    r"^email_[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+)
+ID_TOKEN = re.compile(r"email_[^\s,;]+")
+MAX_REPLY_LINE = 512  # octets with the CRLF (RFC 5321 §4.5.3.1.5)
+
+
+@dataclass(frozen=True)
+class Observation:
+    reply: Reply | None
+    closed: bool = False
+    tls: bool = False
+    error: str | None = None
+    accepted_recipients: int = 0
+    seen_ids: frozenset[str] = field(default_factory=frozenset)
+
+
+def ids_of(reply: Reply) -> list[str] | None:
+    """The ids of a reply to DATA, gathered across every line after the ``ids=`` keyword.
+
+    None when the reply has no ``ids=`` field at all.
+    """
+    text = "\n".join(reply.lines)
+    at = text.find("ids=")
+    if at < 0:
+        return None
+    return ID_TOKEN.findall(text[at:])
+
+
+def _fmt_codes(codes: tuple[int, ...]) -> str:
+    return " or ".join(str(c) for c in codes)
+
+
+def judge(match: ReplyMatch, obs: Observation) -> list[str]:
+    problems: list[str] = []
+    reply = obs.reply
+    if match.no_reply:
+        if reply is not None:
+            problems.append(f"expected no reply, got {reply}")
+        return problems
+    wants_reply = any(
+        (
+            match.code,
+            match.reply_class,
+            match.enhanced,
+            match.text,
+            match.has_extensions,
+            match.lacks_extensions,
+            match.extension_values,
+            match.checks_ids,
+            match.enhanced_every_line,
+        )
+    )
+    if reply is None:
+        if wants_reply:
+            got = obs.error or "no reply"
+            problems.append(f"expected a reply ({_summary(match)}), got {got}")
+    else:
+        problems += _judge_reply(match, reply, obs)
+    if match.closed is not None and match.closed != obs.closed:
+        problems.append(
+            "expected the server to close the connection, but it stayed open"
+            if match.closed
+            else "expected the connection to stay open, but the server closed it"
+        )
+    if match.tls is not None and match.tls != obs.tls:
+        problems.append(
+            "expected TLS to be established" if match.tls else "expected no TLS on the session"
+        )
+    return problems
+
+
+def _summary(match: ReplyMatch) -> str:
+    parts = []
+    if match.code:
+        parts.append(_fmt_codes(match.code))
+    if match.reply_class:
+        parts.append(f"{match.reply_class}xx")
+    if match.enhanced:
+        parts.append(match.enhanced)
+    return " ".join(parts) or "any"
+
+
+def _judge_reply(match: ReplyMatch, reply: Reply, obs: Observation) -> list[str]:
+    problems: list[str] = []
+    if match.code and reply.code not in match.code:
+        problems.append(f"expected reply code {_fmt_codes(match.code)}, got {reply}")
+    if match.reply_class and reply.reply_class != match.reply_class:
+        problems.append(f"expected a {match.reply_class}xx reply, got {reply}")
+    if match.enhanced and reply.enhanced != match.enhanced:
+        problems.append(
+            f"expected enhanced status code {match.enhanced}, got {reply.enhanced or 'none'} "
+            f"in {reply}"
+        )
+    if match.text and not re.search(match.text, reply.text, re.IGNORECASE):
+        problems.append(f"expected reply text matching /{match.text}/, got {reply}")
+    if match.enhanced_every_line and reply.enhanced:
+        for line in reply.lines:
+            if not line.startswith(reply.enhanced):
+                problems.append(f"expected every line to carry {reply.enhanced}, got {line!r}")
+                break
+    if match.has_extensions or match.lacks_extensions or match.extension_values:
+        extensions = reply.extensions()
+        for name in match.has_extensions:
+            if name.upper() not in extensions:
+                problems.append(
+                    f"expected EHLO to advertise {name}; it advertised {_names(extensions)}"
+                )
+        for name in match.lacks_extensions:
+            if name.upper() in extensions:
+                problems.append(
+                    f"expected EHLO not to advertise {name}; it advertised {_names(extensions)}"
+                )
+        for name, value in match.extension_values:
+            actual = extensions.get(name.upper())
+            if actual is None:
+                problems.append(f"expected EHLO to advertise {name} {value}; it is absent")
+            elif actual.split() != value.split():
+                problems.append(f"expected EHLO {name} {value}, got {name} {actual}")
+    if match.checks_ids:
+        problems += _judge_ids(match, reply, obs)
+    return problems
+
+
+def _names(extensions: dict[str, str]) -> str:
+    return ", ".join(extensions) or "nothing"
+
+
+def _judge_ids(match: ReplyMatch, reply: Reply, obs: Observation) -> list[str]:
+    problems: list[str] = []
+    ids = ids_of(reply)
+    if ids is None:
+        return [f"expected an ids= field in the reply, got {reply}"]
+    expected = obs.accepted_recipients if match.ids_count == "recipients" else match.ids_count
+    if expected is not None and len(ids) != expected:
+        problems.append(f"expected {expected} id(s) in ids=, got {len(ids)}: {' '.join(ids)}")
+    if match.ids_uuidv7:
+        bad = [i for i in ids if not ID_FORMAT.match(i)]
+        if bad:
+            problems.append(
+                f"expected ids of the form email_<lowercase UUIDv7>, got {', '.join(bad)}"
+            )
+    if len(set(ids)) != len(ids):
+        problems.append(f"expected every id to be unique, got duplicates in {' '.join(ids)}")
+    reused = sorted(set(ids) & obs.seen_ids)
+    if reused:
+        problems.append(
+            f"expected new ids for a new submission, got ids seen before: {' '.join(reused)}"
+        )
+    if match.ids_line_length:
+        for line in reply.wire_lines():
+            if len(line.encode()) + 2 > MAX_REPLY_LINE:
+                problems.append(
+                    f"expected reply lines of at most {MAX_REPLY_LINE} octets, got one of "
+                    f"{len(line.encode()) + 2}"
+                )
+                break
+    return problems

@@ -1,0 +1,153 @@
+"""The scenario and profile model: frozen dataclasses that know nothing of YAML or SMTP I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .errors import Location
+
+
+class Level(StrEnum):
+    MUST = "MUST"
+    SHOULD = "SHOULD"
+
+
+class Verdict(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_VERIFIED = "not verified"
+    INCONCLUSIVE = "inconclusive"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    id: str
+    level: Level
+    text: str
+    area: str
+
+
+@dataclass(frozen=True)
+class ReplyMatch:
+    code: tuple[int, ...] | None = None
+    reply_class: int | None = None
+    enhanced: str | None = None
+    text: str | None = None
+    has_extensions: tuple[str, ...] = ()
+    lacks_extensions: tuple[str, ...] = ()
+    extension_values: tuple[tuple[str, str], ...] = ()
+    ids_count: int | str | None = None  # an int, "recipients", or None (ids not checked)
+    ids_uuidv7: bool = True
+    ids_line_length: bool = True
+    enhanced_every_line: bool = False
+    closed: bool | None = None
+    tls: bool | None = None
+    no_reply: bool = False
+
+    @property
+    def checks_ids(self) -> bool:
+        return self.ids_count is not None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    must: ReplyMatch
+    should: ReplyMatch | None = None
+    explicit: bool = True  # False: the step's default ("it succeeds")
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    args: Any
+    expect: Expectation
+    location: Location
+    name: str = ""
+    steps: tuple[Step, ...] = ()  # for repeat
+
+    def describe(self) -> str:
+        if self.name:
+            return self.name
+        if self.args is None or self.args == {}:
+            return self.kind
+        return f"{self.kind} {_short(self.args)}"
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    title: str
+    requirements: tuple[str, ...]
+    level: Level
+    steps: tuple[Step, ...]
+    location: Location
+    tags: tuple[str, ...] = ()
+    ports: tuple[str, ...] | None = None
+    needs: tuple[str, ...] = ()
+    observer: bool = False
+    destructive: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    role: str
+    env: str | None = None
+    value: str | None = None
+    allowed_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca_file: Path | None = None
+    system: bool = False
+    insecure: bool = False
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Deviation:
+    scenario: str
+    reason: str
+    expires: date
+
+    def matches(self, scenario_id: str) -> bool:
+        return self.scenario == scenario_id or (
+            self.scenario.endswith("*") and scenario_id.startswith(self.scenario[:-1])
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    file: str
+    name: str
+    host: str
+    ports: dict[str, int]
+    tls: Tls = field(default_factory=Tls)
+    timeout: float = 10.0
+    scenario_deadline: float = 120.0
+    helo_name: str = "conformance.anypost-harness.test"
+    keys: dict[str, KeyRef] = field(default_factory=dict)
+    domains: dict[str, str] = field(default_factory=dict)
+    recipients: tuple[str, ...] = ()
+    limits: dict[str, float] = field(default_factory=dict)
+    budget_messages: int = 500
+    observer: dict[str, str] | None = None
+    deviations: tuple[Deviation, ...] = ()
+
+    def deviation_for(self, scenario_id: str) -> Deviation | None:
+        return next((d for d in self.deviations if d.matches(scenario_id)), None)
+
+
+VARIABLE = re.compile(r"\$\{([a-z_]+(?:\.[a-z0-9_]+)*)\}")

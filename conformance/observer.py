@@ -1,0 +1,44 @@
+"""Read delivered copies of a submitted message, to check what recipients would see.
+
+``maildir``: a folder the target delivers into; the copy is found by the Message-ID the harness
+gave the message. Without an observer, checks of delivered copies are "not verified".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+_POLL = 0.05
+
+
+def _find(root: Path, message_id: str, limit: int = 20000) -> Path | None:
+    needle = message_id.encode()
+    for count, path in enumerate(root.rglob("*")):
+        if count >= limit:
+            break
+        if path.is_file() and path.parent.name in ("new", "cur"):
+            with open(path, "rb") as fh:
+                head = fh.read(65536)
+            if needle in head:
+                return path
+    return None
+
+
+async def delivered_copy(root: Path, message_id: str, timeout: float) -> EmailMessage | None:
+    """The delivered copy with this Message-ID, waiting up to ``timeout`` for it to arrive."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        path = await asyncio.to_thread(_find, root, message_id)
+        if path is not None:
+            data = await asyncio.to_thread(path.read_bytes)
+            parsed = BytesParser(policy=policy.default).parsebytes(data)
+            assert isinstance(parsed, EmailMessage)
+            return parsed
+        if loop.time() >= deadline:
+            return None
+        await asyncio.sleep(_POLL)

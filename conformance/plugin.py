@@ -1,0 +1,325 @@
+"""The pytest plugin: collects ``*.scenario.yaml`` files, one item per scenario and port.
+
+This is the only module that imports pytest; it is loaded in every pytest run once installed,
+so it imports the rest of the harness lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .engine import Outcome
+    from .model import Profile, Requirement, Scenario
+
+SUFFIX = ".scenario.yaml"
+RECORD_KEY = "anypost_conformance_record"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("anypost-conformance", "Anypost SMTP conformance")
+    group.addoption(
+        "--target", metavar="PROFILE", help="target profile (YAML) to run scenarios against"
+    )
+    group.addoption(
+        "--include-destructive",
+        action="store_true",
+        help="also run scenarios that change the target's state (trip the auth-failure block)",
+    )
+    group.addoption(
+        "--conformance-strict",
+        action="store_true",
+        help="SHOULD-level expectations fail scenarios instead of warning",
+    )
+    group.addoption(
+        "--conformance-tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="run only scenarios with this tag (repeatable)",
+    )
+    group.addoption(
+        "--conformance-requirement",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only scenarios checking this requirement (repeatable)",
+    )
+    group.addoption(
+        "--conformance-report-dir", metavar="DIR", help="write conformance.json/.md/.html here"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "destructive: changes the target's state for the caller")
+    target = config.getoption("--target")
+    if not target:
+        return
+    from .errors import ProfileError
+    from .loader import load_profile
+
+    try:
+        profile = load_profile(Path(target))
+    except ProfileError as exc:
+        raise pytest.UsageError(f"invalid target profile:\n{exc}") from None
+    config.stash[_PROFILE] = profile
+    os.environ.setdefault("ANYPOST_CONFORMANCE_RUN", uuid.uuid4().hex)
+    if not hasattr(config, "workerinput"):
+        _check_reachable(profile)
+        config.stash[_RECORDS] = []
+
+
+_PROFILE = pytest.StashKey["Profile"]()
+_RECORDS = pytest.StashKey[list[dict[str, Any]]]()
+_REQUIREMENTS = pytest.StashKey[dict[str, "Requirement"]]()
+
+
+def _check_reachable(profile: Profile) -> None:
+    """Fail fast (exit 2 from the CLI) when the target cannot even be reached."""
+    name, port = next(iter(profile.ports.items()))
+    try:
+        with socket.create_connection((profile.host, port), timeout=min(profile.timeout, 10)):
+            pass
+    except OSError as exc:
+        raise pytest.UsageError(
+            f"target unreachable: cannot connect to {profile.host}:{port} (port {name}) from "
+            f"{profile.file}: {exc.strerror or exc}. Is the server running, and is the profile right?"
+        ) from None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.name.endswith(SUFFIX):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+def _find_requirements(start: Path) -> Path | None:
+    for folder in [start, *start.parents]:
+        candidate = folder / "requirements.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class ScenarioFileError(Exception):
+    pass
+
+
+class ScenarioFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        from .errors import ScenarioError
+        from .loader import load_scenarios
+        from .requirements import load_requirements
+
+        requirements_file = _find_requirements(self.path.parent)
+        try:
+            requirements = load_requirements(requirements_file) if requirements_file else None
+            scenarios = load_scenarios(self.path, requirements)
+        except ScenarioError as exc:
+            raise ScenarioFileError(str(exc)) from None
+        if requirements is not None:
+            known: dict[str, Requirement] = self.config.stash.get(_REQUIREMENTS, {})
+            self.config.stash[_REQUIREMENTS] = {**known, **requirements}
+        profile = self.config.stash.get(_PROFILE, None)
+        if profile is None:
+            raise ScenarioFileError(
+                "no target: give --target PROFILE, or run `anypost-conformance run` to test the "
+                "bundled reference server"
+            )
+        for scenario in scenarios:
+            for port in scenario.ports or tuple(profile.ports):
+                item = ScenarioItem.from_parent(
+                    self, name=f"{scenario.id}[{port}]", scenario=scenario, port=port
+                )
+                item.extra_keyword_matches.update(scenario.tags)
+                item.extra_keyword_matches.update(scenario.requirements)
+                if scenario.destructive:
+                    item.add_marker(pytest.mark.destructive)
+                yield item
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioFileError):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+
+class ScenarioFailed(Exception):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario: Scenario, port: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+        self.port = port
+
+    def runtest(self) -> None:
+        from .engine import run_scenario
+        from .model import Verdict
+        from .reporting import record
+
+        profile = self.config.stash[_PROFILE]
+        strict = bool(self.config.getoption("--conformance-strict"))
+        outcome = asyncio.run(
+            run_scenario(
+                self.scenario,
+                profile,
+                self.port,
+                include_destructive=bool(self.config.getoption("--include-destructive")),
+                strict=strict,
+            )
+        )
+        deviation = profile.deviation_for(self.scenario.id)
+        active = deviation is not None and deviation.expires >= date.today()
+        note = None
+        if active and deviation is not None:
+            if outcome.verdict is Verdict.PASSED:
+                note = (
+                    f"stale deviation: passes now, remove it from the profile ({deviation.reason})"
+                )
+            elif outcome.verdict is Verdict.FAILED:
+                note = f"known deviation until {deviation.expires}: {deviation.reason}"
+        self.user_properties.append((RECORD_KEY, json.dumps(record(outcome, note))))
+        self.user_properties.append(("verdict", outcome.verdict.value))
+        self.user_properties.append(("requirements", " ".join(self.scenario.requirements)))
+        self.user_properties.append(("level", self.scenario.level.value))
+        _allure(self, outcome)
+        if outcome.verdict is Verdict.NOT_VERIFIED:
+            pytest.skip(f"not verified: {outcome.reason}")
+        if outcome.verdict is Verdict.FAILED and note is not None and note.startswith("known"):
+            pytest.skip(note)
+        if outcome.verdict is not Verdict.PASSED:
+            raise ScenarioFailed(_failure_text(outcome, self.config.stash.get(_REQUIREMENTS, {})))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioFailed):
+            return excinfo.value.text
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.scenario.location.line - 1, f"{self.scenario.id} [{self.port}]"
+
+
+def _failure_text(outcome: Outcome, requirements: dict[str, Requirement]) -> str:
+    s = outcome.scenario
+    lines = [f"{s.id} [{outcome.port}]: {outcome.verdict.value} ({s.level.value})", f"  {s.title}"]
+    for rid in s.requirements:
+        req = requirements.get(rid)
+        lines.append(f"  requirement {rid}: {req.text if req else '?'}")
+    if outcome.reason:
+        lines.append(f"  reason: {outcome.reason}")
+    first_at = None
+    for failure in outcome.failures + outcome.should_failures:
+        lines.append(f"  {failure.level.value} step '{failure.step}' at {failure.location}:")
+        lines += [f"    - {p}" for p in failure.problems]
+        first_at = failure.transcript_at if first_at is None else first_at
+    lines.append("  transcript:")
+    lines += ["    " + line for line in outcome.transcript.render().splitlines()]
+    return "\n".join(lines)
+
+
+def _allure(item: ScenarioItem, outcome: Outcome) -> None:
+    """Steps that read like the exchange, and the transcript, when allure-pytest is active."""
+    if not item.config.pluginmanager.hasplugin("allure_pytest"):
+        return
+    try:
+        import allure
+    except ImportError:
+        return
+    s = outcome.scenario
+    dynamic: Any = allure.dynamic  # allure-pytest ships no type information
+    dynamic.title(f"{s.title} [{outcome.port}]")
+    dynamic.severity(
+        allure.severity_level.CRITICAL if s.level.value == "MUST" else allure.severity_level.NORMAL
+    )
+    dynamic.feature(s.id.split("/")[0])
+    dynamic.story(s.id)
+    for rid in s.requirements:
+        dynamic.label("requirement", rid)
+    dynamic.tag(*s.tags, s.level.value)
+    for description, result in outcome.steps_run:
+        with allure.step(f"{description}: {result}"):
+            pass
+    allure.attach(
+        outcome.transcript.render(),
+        name="SMTP transcript",
+        attachment_type=allure.attachment_type.TEXT,
+    )
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    tags = set(config.getoption("--conformance-tag"))
+    requirements = set(config.getoption("--conformance-requirement"))
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        if isinstance(item, ScenarioItem):
+            if tags and not tags & set(item.scenario.tags):
+                dropped.append(item)
+                continue
+            if requirements and not requirements & set(item.scenario.requirements):
+                dropped.append(item)
+                continue
+        keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    # Destructive scenarios last: they hold the target exclusively and leave it blocking us.
+    keep.sort(key=lambda i: isinstance(i, ScenarioItem) and i.scenario.destructive)
+    items[:] = keep
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call" and not (report.when == "setup" and report.skipped):
+        return
+    for key, value in report.user_properties:
+        if key == RECORD_KEY:
+            _RECORD_SINK.append(json.loads(str(value)))
+
+
+_RECORD_SINK: list[dict[str, Any]] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    folder = config.getoption("--conformance-report-dir")
+    profile = config.stash.get(_PROFILE, None)
+    if not folder or profile is None:
+        return
+    from .reporting import write_reports
+
+    target = {
+        "name": profile.name,
+        "host": profile.host,
+        "ports": profile.ports,
+        "insecure": profile.tls.insecure,
+        "profile": profile.file,
+    }
+    write_reports(Path(folder), list(_RECORD_SINK), config.stash.get(_REQUIREMENTS, {}), target)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    warned = [r for r in _RECORD_SINK if r["verdict"] == "passed" and r["should_failures"]]
+    if not warned:
+        return
+    terminalreporter.section("SHOULD-level warnings (fail with --strict)")
+    for r in warned:
+        for f in r["should_failures"]:
+            terminalreporter.line(
+                f"{r['scenario']}[{r['port']}] step '{f['step']}': {'; '.join(f['problems'])}"
+            )

@@ -1,0 +1,188 @@
+"""Conformance reports: one record per scenario run, and a report per requirement.
+
+Records are plain JSON-able dicts so pytest-xdist can ship them from workers to the controller.
+Every text in them went through the transcript's redactor before it got here.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .engine import Failure, Outcome
+from .model import Requirement
+
+REPORT_SCHEMA_VERSION = 1
+
+
+def _failure(f: Failure) -> dict[str, Any]:
+    return {
+        "step": f.step,
+        "location": f.location,
+        "level": f.level.value,
+        "problems": list(f.problems),
+    }
+
+
+def record(outcome: Outcome, deviation: str | None = None) -> dict[str, Any]:
+    s = outcome.scenario
+    redact = outcome.transcript.redact
+    return {
+        "scenario": s.id,
+        "title": s.title,
+        "port": outcome.port,
+        "level": s.level.value,
+        "requirements": list(s.requirements),
+        "tags": list(s.tags),
+        "destructive": s.destructive,
+        "location": str(s.location),
+        "verdict": outcome.verdict.value,
+        "reason": redact(outcome.reason),
+        "deviation": deviation,
+        "failures": [_failure(f) for f in outcome.failures],
+        "should_failures": [_failure(f) for f in outcome.should_failures],
+        "steps": [{"step": d, "result": r} for d, r in outcome.steps_run],
+        "duration": round(outcome.duration, 3),
+        "transcript": outcome.transcript.render(),
+    }
+
+
+def by_requirement(
+    records: Iterable[dict[str, Any]], requirements: dict[str, Requirement]
+) -> list[dict[str, Any]]:
+    rows = []
+    records = list(records)
+    for rid, req in sorted(requirements.items(), key=lambda kv: _sort_key(kv[0])):
+        mine = [r for r in records if rid in r["requirements"]]
+        verdicts = {r["verdict"] for r in mine}
+        if not mine:
+            verdict = "not covered"
+        elif "failed" in verdicts or "error" in verdicts:
+            verdict = "failed"
+        elif "inconclusive" in verdicts:
+            verdict = "inconclusive"
+        elif verdicts == {"not verified"}:
+            verdict = "not verified"
+        elif "passed" in verdicts and any(r["should_failures"] for r in mine):
+            verdict = "passed with warnings"
+        else:
+            verdict = "passed"
+        rows.append(
+            {
+                "id": rid,
+                "level": req.level.value,
+                "text": req.text,
+                "verdict": verdict,
+                "scenarios": sorted({f"{r['scenario']}[{r['port']}]" for r in mine}),
+            }
+        )
+    return rows
+
+
+def _sort_key(rid: str) -> tuple[str, int]:
+    area, _, number = rid.partition("-")
+    return area, int(number) if number.isdigit() else 0
+
+
+def write_reports(
+    folder: Path,
+    records: list[dict[str, Any]],
+    requirements: dict[str, Requirement],
+    target: dict[str, Any],
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    records = sorted(records, key=lambda r: (r["scenario"], r["port"]))
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    document = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "harness": {"name": "anypost-conformance", "version": __version__},
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "target": target,
+        "summary": counts,
+        "requirements": by_requirement(records, requirements),
+        "scenarios": records,
+    }
+    (folder / "conformance.json").write_text(json.dumps(document, indent=2) + "\n")
+    (folder / "conformance.md").write_text(markdown(document))
+    (folder / "conformance.html").write_text(to_html(document))
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    out = [
+        "# Anypost SMTP conformance report",
+        "",
+        f"Target: {doc['target'].get('name', '?')} ({doc['target'].get('host', '?')})"
+        + (
+            "  **TLS certificate NOT verified (insecure)**" if doc["target"].get("insecure") else ""
+        ),
+        f"Harness: anypost-conformance {doc['harness']['version']}, {doc['generated_at']}",
+        "",
+        "Summary: " + ", ".join(f"{n} {v}" for v, n in sorted(doc["summary"].items())),
+        "",
+        "## Requirements",
+        "",
+        "| id | level | verdict | requirement |",
+        "|---|---|---|---|",
+    ]
+    for row in doc["requirements"]:
+        text = row["text"].replace("|", "\\|")
+        out.append(f"| {row['id']} | {row['level']} | {row['verdict']} | {text} |")
+    failing = [r for r in doc["scenarios"] if r["verdict"] not in ("passed", "not verified")]
+    warned = [r for r in doc["scenarios"] if r["verdict"] == "passed" and r["should_failures"]]
+    for title, group in (("Failures", failing), ("SHOULD warnings", warned)):
+        if not group:
+            continue
+        out += ["", f"## {title}", ""]
+        for r in group:
+            out.append(f"### {r['scenario']} [{r['port']}]: {r['verdict']}")
+            out.append("")
+            out.append(
+                f"{r['title']} ({r['level']}; {', '.join(r['requirements'])}; {r['location']})"
+            )
+            if r["reason"]:
+                out.append(f"\nReason: {r['reason']}")
+            for f in r["failures"] + r["should_failures"]:
+                out.append(f"\n{f['level']} step `{f['step']}` ({f['location']}):")
+                out += [f"- {p}" for p in f["problems"]]
+            out += ["", "```", r["transcript"], "```"]
+    not_verified = [r for r in doc["scenarios"] if r["verdict"] == "not verified"]
+    if not_verified:
+        out += ["", "## Not verified", ""]
+        out += [f"- {r['scenario']} [{r['port']}]: {r['reason']}" for r in not_verified]
+    return "\n".join(out) + "\n"
+
+
+def to_html(doc: dict[str, Any]) -> str:
+    esc = html.escape
+    rows = "".join(
+        f"<tr class='{esc(r['verdict'].replace(' ', '-'))}'><td>{esc(r['id'])}</td><td>{esc(r['level'])}</td>"
+        f"<td>{esc(r['verdict'])}</td><td>{esc(r['text'])}</td></tr>"
+        for r in doc["requirements"]
+    )
+    details = "".join(
+        f"<details><summary>{esc(r['scenario'])} [{esc(r['port'])}]: {esc(r['verdict'])}</summary>"
+        f"<p>{esc(r['title'])}</p>"
+        + "".join(
+            f"<p>{esc(f['level'])} step <code>{esc(f['step'])}</code>: "
+            + "; ".join(esc(p) for p in f["problems"])
+            + "</p>"
+            for f in r["failures"] + r["should_failures"]
+        )
+        + f"<pre>{esc(r['transcript'])}</pre></details>"
+        for r in doc["scenarios"]
+    )
+    return (
+        "<!doctype html><meta charset='utf-8'><title>Anypost SMTP conformance</title>"
+        "<style>body{font-family:sans-serif}td{padding:2px 8px}.failed{background:#fdd}"
+        ".passed{background:#dfd}pre{background:#f4f4f4;padding:8px}</style>"
+        f"<h1>Anypost SMTP conformance report</h1><p>{esc(json.dumps(doc['summary']))}</p>"
+        f"<table><tr><th>id</th><th>level</th><th>verdict</th><th>requirement</th></tr>{rows}</table>"
+        f"<h2>Scenarios</h2>{details}"
+    )

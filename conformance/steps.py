@@ -1,0 +1,317 @@
+"""The step kinds, in a registry: each turns one scenario step into SMTP traffic and returns
+what it observed. Judging is not done here (see ``expect``)."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .budget import TargetBudget
+from .driver import Driver
+from .errors import ScenarioError, TransportError
+from .expect import Observation
+from .messages import build, size_value, unescape
+from .model import Profile, Step
+from .observer import delivered_copy
+from .transcript import Transcript
+from .variables import MissingValue, resolve
+
+USERNAME = "anypost"
+GOOD_ROLES = ("send_only", "full_access", "restricted")
+
+
+class NotVerified(Exception):
+    """The scenario cannot be judged here (a missing role, no observer, budget spent)."""
+
+
+@dataclass
+class Context:
+    profile: Profile
+    port_name: str
+    driver: Driver
+    transcript: Transcript
+    budget: TargetBudget
+    destructive: bool = False
+    recipients: list[str] = field(default_factory=list)  # accepted in this transaction
+    seen_ids: set[str] = field(default_factory=set)
+    last_message_id: str | None = None
+    run_step: Callable[[Step], Awaitable[None]] | None = None
+
+    def resolve(self, value: Any) -> Any:
+        try:
+            return resolve(value, self.profile)
+        except MissingValue as exc:
+            raise NotVerified(f"the profile has no {exc.name}") from None
+
+    def size_limit(self) -> int | None:
+        value = self.profile.limits.get("message_size")
+        return None if value is None else int(value)
+
+
+Executor = Callable[[Context, Step], Awaitable[Observation]]
+REGISTRY: dict[str, Executor] = {}
+
+
+def step(*kinds: str) -> Callable[[Executor], Executor]:
+    def register(fn: Executor) -> Executor:
+        for kind in kinds:
+            REGISTRY[kind] = fn
+        return fn
+
+    return register
+
+
+def _observe(ctx: Context, reply: Any, **extra: Any) -> Observation:
+    return Observation(
+        reply=reply,
+        closed=not ctx.driver.connected,
+        tls=ctx.driver.tls,
+        accepted_recipients=len(ctx.recipients),
+        seen_ids=frozenset(ctx.seen_ids),
+        **extra,
+    )
+
+
+def key_secret(profile: Profile, role: str) -> str:
+    key = profile.keys.get(role)
+    if key is None:
+        raise NotVerified(f"the profile has no key of role {role}")
+    if key.value is not None:
+        return key.value
+    assert key.env is not None
+    secret = os.environ.get(key.env)
+    if not secret:
+        raise NotVerified(f"environment variable {key.env} (key role {role}) is not set")
+    return secret
+
+
+@step("connect", "reconnect")
+async def _connect(ctx: Context, s: Step) -> Observation:
+    args = s.args or {}
+    name = args.get("port", ctx.port_name)
+    if name not in ctx.profile.ports:
+        raise NotVerified(f"the profile has no port named {name}")
+    ctx.driver.port = ctx.profile.ports[name]
+    ctx.recipients.clear()
+    await ctx.budget.wait_unblocked()
+    return _observe(ctx, await ctx.driver.connect())
+
+
+@step("ehlo", "helo")
+async def _hello(ctx: Context, s: Step) -> Observation:
+    ctx.recipients.clear()
+    return _observe(ctx, await ctx.driver.command(f"{s.kind.upper()} {ctx.resolve(s.args)}"))
+
+
+@step("starttls")
+async def _starttls(ctx: Context, s: Step) -> Observation:
+    inject = unescape((s.args or {}).get("inject", ""))
+    return _observe(ctx, await ctx.driver.starttls(inject))
+
+
+def _expects_failure(s: Step, args: dict[str, Any]) -> bool:
+    role = args.get("key")
+    plain = role in GOOD_ROLES and not any(
+        k in args for k in ("secret", "payload", "authzid", "username", "cancel")
+    )
+    return not plain or (s.expect.explicit and s.expect.must.reply_class in (4, 5))
+
+
+@step("auth")
+async def _auth(ctx: Context, s: Step) -> Observation:
+    args: dict[str, Any] = dict(s.args)
+    mechanism = args.get("mechanism", "PLAIN")
+    username = args.get("username", USERNAME)
+    role = args.get("key")
+    secret = key_secret(ctx.profile, role) if role else str(args.get("secret", ""))
+    if role:
+        ctx.transcript.redact.add(secret)
+    label = f"<redacted: {username} / {role + ' key' if role else 'literal secret'}>"
+    failing = _expects_failure(s, args)
+    reservation = await ctx.budget.before_failing_login() if failing else None
+    driver = ctx.driver
+    if "payload" in args:
+        reply = await driver.command(f"AUTH {mechanism} {args['payload']}")
+    elif args.get("cancel"):
+        reply = await driver.command(f"AUTH {mechanism}")
+        if reply.code == 334:
+            reply = await driver.command("*")
+    elif mechanism == "PLAIN":
+        authzid = args.get("authzid", "")
+        blob = base64.b64encode(f"{authzid}\0{username}\0{secret}".encode()).decode()
+        if args.get("initial_response", True):
+            reply = await driver.command(f"AUTH PLAIN {blob}", shown=f"AUTH PLAIN {label}")
+        else:
+            reply = await driver.command("AUTH PLAIN")
+            if reply.code == 334:
+                reply = await driver.command(blob, shown=label)
+    else:
+        reply = await driver.command("AUTH LOGIN")
+        if reply.code == 334:
+            reply = await driver.command(base64.b64encode(username.encode()).decode())
+        if reply.code == 334:
+            reply = await driver.command(base64.b64encode(secret.encode()).decode(), shown=label)
+    # Only a judged credential counts against us (535, or a 421 block).
+    counted = reply.code in (535, 421)
+    if counted and reservation is None:
+        ctx.budget.record_failure()
+    elif not counted and reservation:
+        ctx.budget.release(reservation)
+    return _observe(ctx, reply)
+
+
+@step("mail")
+async def _mail(ctx: Context, s: Step) -> Observation:
+    args = ctx.resolve(s.args)
+    if isinstance(args, str):
+        args = {"from": args}
+    address = args["from"].strip()
+    path = (
+        "<>" if address in ("", "<>") else (address if address.startswith("<") else f"<{address}>")
+    )
+    params = list(args.get("params", []))
+    if "size" in args:
+        try:
+            params.append(f"SIZE={size_value(args['size'], ctx.size_limit())}")
+        except LookupError:
+            raise NotVerified("the profile has no limits.message_size") from None
+    ctx.recipients.clear()
+    line = " ".join([f"MAIL FROM:{path}", *params])
+    return _observe(ctx, await ctx.driver.command(line))
+
+
+def _normalized(address: str) -> str:
+    local, _, domain = address.strip("<>").rpartition("@")
+    return f"{local}@{domain.lower().rstrip('.')}"
+
+
+@step("rcpt")
+async def _rcpt(ctx: Context, s: Step) -> Observation:
+    args = ctx.resolve(s.args)
+    if isinstance(args, str):
+        args = {"to": args}
+    count = int(args.get("count", 1))
+    if "to" in args:
+        addresses = [args["to"]] * count
+    else:
+        if count > len(ctx.profile.recipients):
+            raise NotVerified(
+                f"the scenario needs {count} recipients; the profile lists {len(ctx.profile.recipients)}"
+            )
+        addresses = list(ctx.profile.recipients[:count])
+    reply = None
+    for address in addresses:
+        path = address if address.startswith("<") else f"<{address}>"
+        reply = await ctx.driver.command(f"RCPT TO:{path}")
+        if reply.reply_class == 2 and _normalized(address) not in ctx.recipients:
+            ctx.recipients.append(_normalized(address))
+        if reply.reply_class != 2 and count > 1:
+            break
+    return _observe(ctx, reply)
+
+
+@step("data")
+async def _data(ctx: Context, s: Step) -> Observation:
+    spec = ctx.resolve(s.args or {})
+    allowed = {_normalized(r) for r in ctx.profile.recipients}
+    strangers = [r for r in ctx.recipients if r not in allowed]
+    if strangers:
+        raise ScenarioError(
+            f"{s.location}: refusing to send DATA to {', '.join(strangers)}: "
+            "the harness only ever mails the profile's recipients"
+        )
+    try:
+        message, verbatim = build(spec, ctx.size_limit())
+    except LookupError:
+        raise NotVerified("the profile has no limits.message_size") from None
+    ctx.last_message_id = _message_id(message)
+    if ctx.recipients:
+        ctx.budget.spend_message()
+    start, final = await ctx.driver.data(message, verbatim)
+    observation = _observe(ctx, final if final is not None else start)
+    ctx.recipients.clear()
+    return observation
+
+
+def _message_id(message: bytes) -> str | None:
+    for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"message-id:"):
+            return line.split(b":", 1)[1].strip().decode("ascii", "replace")
+    return None
+
+
+@step("rset", "noop", "quit")
+async def _simple(ctx: Context, s: Step) -> Observation:
+    if s.kind == "rset":
+        ctx.recipients.clear()
+    reply = await ctx.driver.command(s.kind.upper())
+    if s.kind == "quit":
+        await ctx.driver.wait_closed(ctx.profile.timeout)
+    return _observe(ctx, reply)
+
+
+@step("raw")
+async def _raw(ctx: Context, s: Step) -> Observation:
+    args = ctx.resolve(s.args)
+    await ctx.driver.write(unescape(args["send"]))
+    wanted = int(args.get("replies", 1))
+    if wanted == 0 or s.expect.must.no_reply:
+        silent_for = min(ctx.profile.timeout, 2.0)
+        return _observe(ctx, await ctx.driver.silence(silent_for))
+    reply = None
+    for _ in range(wanted):
+        reply = await ctx.driver.read_reply()
+    return _observe(ctx, reply)
+
+
+@step("repeat")
+async def _repeat(ctx: Context, s: Step) -> Observation:
+    times = s.args["times"]
+    if isinstance(times, str):
+        threshold = ctx.profile.limits.get("auth_failure_threshold")
+        if threshold is None:
+            raise NotVerified("the profile has no limits.auth_failure_threshold")
+        delta = times[len("threshold") :]
+        times = int(threshold) + (int(delta) if delta else 0)
+    assert ctx.run_step is not None
+    for _ in range(times):
+        for sub in s.steps:
+            await ctx.run_step(sub)
+    return _observe(ctx, None)
+
+
+@step("observe")
+async def _observe_copy(ctx: Context, s: Step) -> Observation:
+    observer = ctx.profile.observer
+    if observer is None:
+        raise NotVerified("the profile has no observer to read delivered copies")
+    if ctx.last_message_id is None:
+        raise ScenarioError(f"{s.location}: observe needs an earlier data step")
+    copy = await delivered_copy(Path(observer["path"]), ctx.last_message_id, ctx.profile.timeout)
+    if copy is None:
+        raise TransportError(
+            f"no delivered copy with Message-ID {ctx.last_message_id} within {ctx.profile.timeout:g}s",
+            closed=False,
+        )
+    problems = []
+    args = s.args or {}
+    for name in args.get("lacks_headers", []):
+        if copy.get_all(name):
+            problems.append(
+                f"expected the delivered copy to lack {name}; it has {copy.get_all(name)}"
+            )
+    for name in args.get("has_headers", []):
+        if not copy.get_all(name):
+            problems.append(f"expected the delivered copy to have {name}")
+    needle = args.get("body_contains")
+    if needle is not None:
+        body = copy.get_body(("plain", "html"))
+        text = body.get_content() if body is not None else ""
+        if needle not in text:
+            problems.append(f"expected the delivered body to contain {needle!r}")
+    ctx.transcript.event(f"observed the delivered copy of {ctx.last_message_id}")
+    return _observe(ctx, None, error="; ".join(problems) or None)
