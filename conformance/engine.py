@@ -195,7 +195,7 @@ def _allows_421(s: Step) -> bool:
     for match in (s.expect.must, s.expect.should):
         if match is None:
             continue
-        if (match.code and 421 in match.code) or match.reply_class == 4:
+        if (match.code and 421 in match.code) or 4 in (match.reply_class or ()) or match.refused:
             return True
     return False
 
@@ -230,8 +230,12 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
         ctx.transcript.event("421: the target throttled or dropped the session")
         raise _Inconclusive(f"the target answered 421 at step '{s.describe()}': {reply}")
     must = judge(s.expect.must, observation)
-    if (s.kind == "observe" and observation.error) or (
-        observation.error and not must and s.expect.must.closed is None and reply is None
+    # A transport error fails the step unless the step was about the connection ending.
+    about_closing = s.expect.must.closed is not None or s.expect.must.refused is not None
+    if (
+        observation.error
+        and not must
+        and (s.kind == "observe" or (reply is None and not about_closing))
     ):
         must.append(observation.error)
     location = str(s.location)

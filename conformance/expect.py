@@ -65,6 +65,16 @@ def judge(match: ReplyMatch, obs: Observation) -> list[str]:
             match.enhanced_every_line,
         )
     )
+    if match.refused is not None:
+        refused = obs.closed or (reply is not None and reply.reply_class in (4, 5))
+        if refused != match.refused:
+            problems.append(
+                f"expected the server to refuse (4xx, 5xx or close), got {reply or obs.error}"
+                if match.refused
+                else f"expected the server to accept, got {reply or obs.error}"
+            )
+        if reply is None:
+            return problems
     if reply is None:
         if wants_reply:
             got = obs.error or "no reply"
@@ -89,7 +99,7 @@ def _summary(match: ReplyMatch) -> str:
     if match.code:
         parts.append(_fmt_codes(match.code))
     if match.reply_class:
-        parts.append(f"{match.reply_class}xx")
+        parts.append(" or ".join(f"{c}xx" for c in match.reply_class))
     if match.enhanced:
         parts.append(match.enhanced)
     return " ".join(parts) or "any"
@@ -99,8 +109,9 @@ def _judge_reply(match: ReplyMatch, reply: Reply, obs: Observation) -> list[str]
     problems: list[str] = []
     if match.code and reply.code not in match.code:
         problems.append(f"expected reply code {_fmt_codes(match.code)}, got {reply}")
-    if match.reply_class and reply.reply_class != match.reply_class:
-        problems.append(f"expected a {match.reply_class}xx reply, got {reply}")
+    if match.reply_class and reply.reply_class not in match.reply_class:
+        wanted = " or ".join(f"{c}xx" for c in match.reply_class)
+        problems.append(f"expected a {wanted} reply, got {reply}")
     if match.enhanced and reply.enhanced != match.enhanced:
         problems.append(
             f"expected enhanced status code {match.enhanced}, got {reply.enhanced or 'none'} "

@@ -49,6 +49,8 @@ ACTIONS = (
     "raw",
     "repeat",
     "observe",
+    "login",
+    "wait",
 )
 VARIABLE_ROOTS = {"domains", "recipients", "limits", "target"}
 # What a step is expected to do when the scenario does not say: succeed.
@@ -59,11 +61,13 @@ DEFAULT_EXPECT: dict[str, ReplyMatch | None] = {
     "helo": ReplyMatch(code=(250,)),
     "starttls": ReplyMatch(code=(220,), tls=True),
     "auth": ReplyMatch(code=(235,)),
-    "mail": ReplyMatch(reply_class=2),
-    "rcpt": ReplyMatch(reply_class=2),
-    "data": ReplyMatch(reply_class=2),
-    "rset": ReplyMatch(reply_class=2),
-    "noop": ReplyMatch(reply_class=2),
+    "login": ReplyMatch(code=(235,)),
+    "mail": ReplyMatch(reply_class=(2,)),
+    "rcpt": ReplyMatch(reply_class=(2,)),
+    "data": ReplyMatch(reply_class=(2,)),
+    "rset": ReplyMatch(reply_class=(2,)),
+    "noop": ReplyMatch(reply_class=(2,)),
+    "wait": None,
     "quit": None,
     "raw": None,
     "repeat": None,
@@ -175,7 +179,7 @@ def _reply_match(raw: dict[str, Any]) -> ReplyMatch:
     ids = raw.get("ids")
     return ReplyMatch(
         code=None if code is None else tuple(code) if isinstance(code, list) else (code,),
-        reply_class=raw.get("class"),
+        reply_class=_classes(raw.get("class")),
         enhanced=raw.get("enhanced"),
         text=raw.get("text"),
         has_extensions=tuple(extensions.get("has", ())),
@@ -188,7 +192,14 @@ def _reply_match(raw: dict[str, Any]) -> ReplyMatch:
         closed=raw.get("closed"),
         tls=raw.get("tls"),
         no_reply=raw.get("no_reply", False),
+        refused=raw.get("refused"),
     )
+
+
+def _classes(value: int | list[int] | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    return tuple(value) if isinstance(value, list) else (value,)
 
 
 def _steps(raw_steps: SourceList) -> tuple[Step, ...]:

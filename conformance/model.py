@@ -36,7 +36,7 @@ class Requirement:
 @dataclass(frozen=True)
 class ReplyMatch:
     code: tuple[int, ...] | None = None
-    reply_class: int | None = None
+    reply_class: tuple[int, ...] | None = None
     enhanced: str | None = None
     text: str | None = None
     has_extensions: tuple[str, ...] = ()
@@ -49,6 +49,7 @@ class ReplyMatch:
     closed: bool | None = None
     tls: bool | None = None
     no_reply: bool = False
+    refused: bool | None = None
 
     @property
     def checks_ids(self) -> bool:

@@ -3,6 +3,7 @@ what it observed. Judging is not done here (see ``expect``)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections.abc import Awaitable, Callable
@@ -118,7 +119,9 @@ def _expects_failure(s: Step, args: dict[str, Any]) -> bool:
     plain = role in GOOD_ROLES and not any(
         k in args for k in ("secret", "payload", "authzid", "username", "cancel")
     )
-    return not plain or (s.expect.explicit and s.expect.must.reply_class in (4, 5))
+    must = s.expect.must
+    refusal = bool(must.refused) or bool(set(must.reply_class or ()) & {4, 5})
+    return not plain or (s.expect.explicit and refusal)
 
 
 @step("auth")
@@ -162,6 +165,35 @@ async def _auth(ctx: Context, s: Step) -> Observation:
     elif not counted and reservation:
         ctx.budget.release(reservation)
     return _observe(ctx, reply)
+
+
+@step("login")
+async def _login(ctx: Context, s: Step) -> Observation:
+    """EHLO, STARTTLS, EHLO, AUTH: the observation is the first refusal, or AUTH's reply."""
+    hello = f"EHLO {ctx.profile.helo_name}"
+    for action in ("ehlo", "starttls", "ehlo"):
+        if action == "ehlo":
+            reply = await ctx.driver.command(hello)
+        elif not ctx.driver.tls:
+            reply = await ctx.driver.starttls()
+        else:
+            continue
+        if reply.reply_class != 2:
+            return _observe(ctx, reply)
+    return await _auth(ctx, s)
+
+
+@step("wait")
+async def _wait(ctx: Context, s: Step) -> Observation:
+    seconds = s.args["for"]
+    if seconds == "cooldown":
+        cooldown = ctx.profile.limits.get("auth_failure_cooldown")
+        if cooldown is None:
+            raise NotVerified("the profile has no limits.auth_failure_cooldown")
+        seconds = float(cooldown) + 0.5
+    ctx.transcript.event(f"waiting {seconds:g}s")
+    await asyncio.sleep(float(seconds))
+    return _observe(ctx, None)
 
 
 @step("mail")

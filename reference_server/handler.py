@@ -13,6 +13,8 @@ from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword
 from . import replies
 from .config import ApiKey, ServerConfig
 from .headers import (
+    ControlValues,
+    HeaderBlock,
     HeaderError,
     control_values,
     parse_header_block,
@@ -93,9 +95,9 @@ class AnypostHandler:
             server.close_after_reply = True
             return AuthResult(success=False, handled=False, message=str(replies.BLOCKED))
         if isinstance(auth_data, PlainCredentials):
-            key = authenticate(self.config, auth_data.login, auth_data.password, auth_data.authzid)
+            key = self.check_key(auth_data.login, auth_data.password, auth_data.authzid)
         elif isinstance(auth_data, LoginPassword):
-            key = authenticate(self.config, auth_data.login, auth_data.password)
+            key = self.check_key(auth_data.login, auth_data.password, b"")
         else:
             key = None
         if key is not None:
@@ -106,6 +108,16 @@ class AnypostHandler:
             return AuthResult(success=False, handled=False, message=str(replies.BLOCKED))
         return AuthResult(success=False, handled=False, message=str(replies.AUTH_INVALID))
 
+    def check_key(self, login: bytes, password: bytes, authzid: bytes) -> ApiKey | None:
+        return authenticate(self.config, login, password, authzid)
+
+    def sender_allowed(self, key: ApiKey, domain: str) -> bool:
+        """May this key use this domain in MAIL FROM (and, by default, in From)?"""
+        return domain_permitted(self.config, key, domain)
+
+    def author_allowed(self, key: ApiKey, domain: str) -> bool:
+        return domain_permitted(self.config, key, domain)
+
     # --- envelope -------------------------------------------------------------------------
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -114,7 +126,7 @@ class AnypostHandler:
         parts = split_address(address)
         if parts is None:
             return str(replies.SENDER_SYNTAX)
-        if not domain_permitted(self.config, key, parts[1]):
+        if not self.sender_allowed(key, parts[1]):
             # One generic text for unverified and not-permitted: never reveal another team's.
             return str(replies.SENDER_NOT_PERMITTED)
         envelope.mail_from = address
@@ -138,6 +150,18 @@ class AnypostHandler:
         envelope.rcpt_options.extend(options)
         return str(replies.RCPT_OK)
 
+    def read_control(self, block: HeaderBlock) -> ControlValues:
+        return control_values(block)
+
+    def delivered_headers(self, block: HeaderBlock) -> bytes:
+        return stripped_header_bytes(block)
+
+    def new_ids(self, count: int) -> tuple[str, ...]:
+        return tuple(self.ids.new_id() for _ in range(count))
+
+    def accepted_reply(self, ids: tuple[str, ...]) -> str:
+        return self.accepted_reply(ids)
+
     # --- message --------------------------------------------------------------------------
     async def submit(self, session: Any, envelope: Any, data: bytearray) -> str:
         """Judge and store a complete message; the reply to the final dot."""
@@ -147,17 +171,17 @@ class AnypostHandler:
             authors = sender_mailboxes(block)
         except HeaderError:
             return str(replies.BAD_FROM)
-        if not all(domain_permitted(self.config, key, a.domain) for a in authors):
+        if not all(self.author_allowed(key, a.domain) for a in authors):
             return str(replies.FROM_NOT_PERMITTED)
         try:
-            control = control_values(block)
+            control = self.read_control(block)
         except HeaderError:
             return str(replies.BAD_CONTROL_HEADER)
         recipients = tuple(envelope.rcpt_tos)
-        ids = tuple(self.ids.new_id() for _ in recipients)
+        ids = self.new_ids(len(recipients))
         submission = Submission(envelope.mail_from, recipients, ids, key.team, key.key_id, control)
         parts: list[bytes | memoryview] = [
-            stripped_header_bytes(block),
+            self.delivered_headers(block),
             memoryview(data)[block.body_offset :],
         ]
         self.in_flight += 1

@@ -20,9 +20,18 @@ log = logging.getLogger("reference_server")
 
 
 class ReferenceServer:
-    def __init__(self, config: ServerConfig, ids: IdGenerator | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        ids: IdGenerator | None = None,
+        handler_class: type[AnypostHandler] = AnypostHandler,
+        smtp_class: type[AnypostSMTP] = AnypostSMTP,
+    ) -> None:
+        # The classes are parameters so that tests can run variants that break one rule.
         self.config = config
         self._ids = ids
+        self._handler_class = handler_class
+        self._smtp_class = smtp_class
         self._servers: list[asyncio.Server] = []
         self._sessions: weakref.WeakSet[AnypostSMTP] = weakref.WeakSet()
         self.ports: list[int] = []
@@ -40,12 +49,12 @@ class ReferenceServer:
         )
         if config.relay is not None:
             self._relayer = Relayer(config.relay.host, config.relay.port)
-        self.handler = AnypostHandler(config, self.spool, limiter, self._ids, self._relayer)
+        self.handler = self._handler_class(config, self.spool, limiter, self._ids, self._relayer)
         loop = asyncio.get_running_loop()
         handler = self.handler
 
         def factory() -> AnypostSMTP:
-            smtp = AnypostSMTP(
+            smtp = self._smtp_class(
                 handler,
                 data_size_limit=config.limits.message_size,
                 hostname=config.hostname,
