@@ -29,7 +29,7 @@ KEY_ENV = {
 PORT_NAMES = ("submission", "alternate", "smtp")
 RECIPIENTS = 120
 # Short enough that the block scenario and the scenarios waiting it out cost seconds, not minutes.
-THRESHOLD = 3
+THRESHOLD = 10
 COOLDOWN = 3.0
 
 

@@ -12,14 +12,14 @@ import asyncio
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .budget import TargetBudget
 from .driver import Driver, tls_context
 from .errors import BudgetError, ScenarioError, TransportError
 from .expect import Observation, ids_of, judge
 from .loader import DEFAULT_EXPECT
-from .model import Expectation, Level, Profile, Scenario, Step, Verdict
+from .model import Expectation, Level, Profile, ReplyMatch, Scenario, Step, Verdict
 from .reply import Reply
 from .steps import REGISTRY, Context, NotVerified
 from .transcript import Redactor, Transcript
@@ -229,7 +229,7 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
     if reply is not None and reply.code == 421 and not scenario.destructive and not _allows_421(s):
         ctx.transcript.event("421: the target throttled or dropped the session")
         raise _Inconclusive(f"the target answered 421 at step '{s.describe()}': {reply}")
-    must = judge(s.expect.must, observation)
+    must = judge(_resolved(ctx, s.expect.must), observation)
     # A transport error fails the step unless the step was about the connection ending.
     about_closing = s.expect.must.closed is not None or s.expect.must.refused is not None
     if (
@@ -245,7 +245,7 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
         outcome.steps_run.append((s.describe(), "failed"))
         raise _Stop()
     if s.expect.should is not None:
-        should = judge(s.expect.should, observation)
+        should = judge(_resolved(ctx, s.expect.should), observation)
         if should:
             outcome.should_failures.append(
                 Failure(s.describe(), location, Level.SHOULD, tuple(should), at)
@@ -255,6 +255,17 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
             return
     outcome.steps_run.append((s.describe(), "ok"))
     _remember_ids(ctx, reply)
+
+
+def _resolved(ctx: Context, match: ReplyMatch) -> ReplyMatch:
+    """The expectation with profile variables filled in (SIZE values, text patterns)."""
+    if not match.extension_values and not match.text:
+        return match
+    return replace(
+        match,
+        text=ctx.resolve(match.text),
+        extension_values=tuple((k, ctx.resolve(v)) for k, v in match.extension_values),
+    )
 
 
 def _remember_ids(ctx: Context, reply: object) -> None:

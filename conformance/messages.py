@@ -64,11 +64,11 @@ def build(spec: dict[str, Any], size_limit: int | None) -> tuple[bytes, bool]:
     else:
         message.set_content(spec.get("text", "Conformance probe.\n"))
     for attachment in attachments:
-        content = (
-            attachment["text"].encode()
-            if "text" in attachment
-            else bytes(range(256)) * (attachment.get("size", 1024) // 256 + 1)
-        )[: attachment.get("size", len(attachment.get("text", "")) or 1024)]
+        if "text" in attachment:
+            content = attachment["text"].encode()
+        else:
+            size = size_value(attachment.get("size", 1024), size_limit)
+            content = (bytes(range(256)) * (size // 256 + 1))[:size]
         maintype, _, subtype = attachment.get("content_type", "application/octet-stream").partition(
             "/"
         )

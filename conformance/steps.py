@@ -135,7 +135,11 @@ async def _auth(ctx: Context, s: Step) -> Observation:
         ctx.transcript.redact.add(secret)
     label = f"<redacted: {username} / {role + ' key' if role else 'literal secret'}>"
     failing = _expects_failure(s, args)
-    reservation = await ctx.budget.before_failing_login() if failing else None
+    # A destructive scenario is meant to trip the block: it holds the target alone, and the
+    # budget records the block when it ends.
+    reservation = (
+        await ctx.budget.before_failing_login() if failing and not ctx.destructive else None
+    )
     driver = ctx.driver
     if "payload" in args:
         reply = await driver.command(f"AUTH {mechanism} {args['payload']}")
@@ -160,7 +164,7 @@ async def _auth(ctx: Context, s: Step) -> Observation:
             reply = await driver.command(base64.b64encode(secret.encode()).decode(), shown=label)
     # Only a judged credential counts against us (535, or a 421 block).
     counted = reply.code in (535, 421)
-    if counted and reservation is None:
+    if counted and reservation is None and not ctx.destructive:
         ctx.budget.record_failure()
     elif not counted and reservation:
         ctx.budget.release(reservation)
