@@ -242,12 +242,25 @@ class Driver:
             except (aiosmtplib.SMTPException, OSError, ValueError):
                 pass  # the server has gone: nothing left to be polite to
             self.quit_sent = True
+        protocol = self._smtp.protocol if self._smtp is not None else None
         self.abort()
+        await settle(protocol)
 
     def abort(self) -> None:
         if self._smtp is not None:
             self._smtp.close()
         self._smtp = None
+
+
+async def settle(protocol: SMTPProtocol | None, timeout: float = 1.0) -> None:
+    """Let a closed connection finish closing (a TLS close is a round trip), so no socket is
+    left for the event loop's shutdown to complain about."""
+    if protocol is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while protocol.transport is not None and loop.time() < deadline:
+        await asyncio.sleep(_CLOSE_POLL / 4)
 
 
 def _describe_message(message: bytes, verbatim: bool) -> str:

@@ -1,0 +1,222 @@
+"""Shared helpers for the tests: a reference server on loopback in a thread, keys, clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+
+from conformance.driver import settle
+from reference_server.config import Limits, ServerConfig, parse_config
+from reference_server.handler import AnypostHandler
+from reference_server.server import ReferenceServer
+from reference_server.session import AnypostSMTP
+
+KEYS = {
+    "send_only": "ap_test_send_only_0123456789",
+    "full_access": "ap_test_full_access_0123456789",
+    "restricted": "ap_test_restricted_0123456789",
+    "no_send": "ap_test_read_only_0123456789",
+    "revoked": "ap_test_revoked_0123456789",
+}
+VERIFIED = "acme.test"
+OUTSIDE_ALLOWED = "billing.acme.test"
+UNVERIFIED = "unverified.test"
+OTHER_TEAM = "other.test"
+
+
+def sha(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def make_config(tmp_path: Path, **limits: Any) -> ServerConfig:
+    raw = {
+        "hostname": "localhost",
+        "listen": {"host": "127.0.0.1", "ports": [0, 0, 0]},
+        "tls": {"ca_out": str(tmp_path / "ca.pem")},
+        "spool": str(tmp_path / "spool"),
+        "teams": [
+            {
+                "name": "acme",
+                "verified_domains": [VERIFIED, OUTSIDE_ALLOWED],
+                "keys": [
+                    {"id": "so", "secret_sha256": sha(KEYS["send_only"]), "permission": "send_only"},
+                    {"id": "fa", "secret_sha256": sha(KEYS["full_access"]), "permission": "full_access"},
+                    {
+                        "id": "rs",
+                        "secret_sha256": sha(KEYS["restricted"]),
+                        "permission": "send_only",
+                        "allowed_domains": [VERIFIED],
+                    },
+                    {"id": "ro", "secret_sha256": sha(KEYS["no_send"]), "permission": "read_only"},
+                    {
+                        "id": "rv",
+                        "secret_sha256": sha(KEYS["revoked"]),
+                        "permission": "send_only",
+                        "revoked": True,
+                    },
+                ],
+            },
+            {"name": "other", "verified_domains": [OTHER_TEAM], "keys": []},
+        ],
+    }
+    config = parse_config(raw, tmp_path, env={})
+    return replace(config, limits=replace(Limits(), **limits))
+
+
+class ServerThread:
+    """A ReferenceServer on its own event loop in a thread, for sync and async clients alike."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        handler_class: type[AnypostHandler] = AnypostHandler,
+        smtp_class: type[AnypostSMTP] = AnypostSMTP,
+    ) -> None:
+        self.server = ReferenceServer(config, handler_class=handler_class, smtp_class=smtp_class)
+        self.config = config
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._stop = asyncio.Event()
+            loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # surfaced to the test by start()
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        loop.run_until_complete(self._stop.wait())
+        loop.run_until_complete(self.server.stop())
+        loop.close()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the reference server did not start within 30s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    @property
+    def port(self) -> int:
+        return self.server.ports[0]
+
+    @property
+    def ca(self) -> str:
+        assert self.server.ca_path is not None
+        return str(self.server.ca_path)
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca)
+
+
+@contextmanager
+def running(config: ServerConfig, **kwargs: Any) -> Iterator[ServerThread]:
+    thread = ServerThread(config, **kwargs).start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+def plain_auth(secret: str, username: str = "anypost", authzid: str = "") -> bytes:
+    return base64.b64encode(f"{authzid}\0{username}\0{secret}".encode())
+
+
+class Client:
+    """A thin aiosmtplib client that returns every reply and never re-sends EHLO by itself."""
+
+    def __init__(self, server: ServerThread, port: int | None = None, timeout: float = 10) -> None:
+        self.server = server
+        self.smtp = aiosmtplib.SMTP(
+            hostname="127.0.0.1",
+            port=port or server.port,
+            timeout=timeout,
+            start_tls=False,
+            tls_context=server.tls_context(),
+            local_hostname="client.test",
+        )
+
+    async def connect(self) -> aiosmtplib.SMTPResponse:
+        return await self.smtp.connect()
+
+    async def cmd(self, *parts: str) -> aiosmtplib.SMTPResponse:
+        return await self.smtp.execute_command(*(p.encode() for p in parts))
+
+    async def ready(self, key: str | None = "send_only") -> None:
+        """Connected, TLS, EHLO, and authenticated with the key of that role."""
+        await self.connect()
+        await self.smtp.ehlo()
+        await self.smtp.starttls()
+        await self.smtp.ehlo()
+        if key is not None:
+            reply = await self.cmd("AUTH", "PLAIN", plain_auth(KEYS[key]).decode())
+            assert reply.code == 235, reply
+
+    async def send(self, message: bytes) -> aiosmtplib.SMTPResponse:
+        """DATA with this message; the reply to the final dot, whatever it is."""
+        start = await self.cmd("DATA")
+        if start.code != 354:
+            return start
+        assert self.smtp.protocol is not None
+        payload = message.replace(b"\r\n.", b"\r\n..")
+        if payload.startswith(b"."):
+            payload = b"." + payload
+        self.smtp.protocol.write(payload + b".\r\n")
+        return await self.smtp.protocol.read_response(timeout=30)
+
+    async def submit(
+        self, message: bytes, sender: str = f"probe@{VERIFIED}", rcpts: tuple[str, ...] = ("a@sink.test",)
+    ) -> aiosmtplib.SMTPResponse:
+        reply = await self.cmd(f"MAIL FROM:<{sender}>")
+        assert reply.code == 250, reply
+        for rcpt in rcpts:
+            reply = await self.cmd(f"RCPT TO:<{rcpt}>")
+            assert reply.code == 250, reply
+        return await self.send(message)
+
+    async def close(self) -> None:
+        protocol = self.smtp.protocol  # quit() forgets it, and we wait on it below
+        if self.smtp.is_connected:
+            try:
+                await self.smtp.quit()
+            except aiosmtplib.SMTPException:
+                pass  # the server went first; closing below is all that is left
+        self.smtp.close()
+        await settle(protocol)
+
+
+def message(
+    from_: str = f"Probe <probe@{VERIFIED}>", headers: tuple[str, ...] = (), body: str = "Hello.\r\n"
+) -> bytes:
+    lines = []
+    if from_:
+        lines.append(f"From: {from_}")
+    lines += ["To: a@sink.test", "Subject: test", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
