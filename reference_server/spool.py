@@ -132,8 +132,9 @@ class Spool:
 
 
 def read_events(db_path: Path) -> list[dict[str, object]]:
-    """Every event row, for tests and tools (opens its own read-only connection)."""
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    """Every event row, for tests and tools (opens its own connection; WAL readers need one
+    that may create the shared-memory file, so it is not opened read-only)."""
+    db = sqlite3.connect(db_path)
     try:
         db.row_factory = sqlite3.Row
         return [dict(r) for r in db.execute("SELECT * FROM events ORDER BY rowid")]

@@ -1,0 +1,213 @@
+"""Points 7 and 8: durable delivery before 250, and protocol hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+from pathlib import Path
+
+import aiosmtplib
+
+from reference_server.spool import mailbox_dir, read_events
+
+from ..support import VERIFIED, Client, ServerThread, make_config, message, run, running
+from .test_message import ID
+
+
+def test_delivery_stored_in_maildir_and_event_log_before_250(server: ServerThread) -> None:
+    async def go() -> str:
+        client = Client(server)
+        await client.ready()
+        reply = await client.submit(message(), rcpts=("a@sink.test", "B@Sink.Test"))
+        # Checked while the session is still open: the 250 itself vouches for the store.
+        events = read_events(server.config.spool / "events.sqlite3")
+        ids = re.findall(ID, reply.message)
+        assert [e["email_id"] for e in events] == ids
+        for event in events:
+            assert Path(str(event["path"])).is_file()
+        assert (mailbox_dir(server.config.spool, "B@sink.test") / "new").is_dir()
+        await client.close()
+        return reply.message
+
+    run(go())
+    assert not list((server.config.spool / "tmp").iterdir())
+
+
+def test_delivery_storage_failure_is_451_not_250(server: ServerThread) -> None:
+    spool = server.server.spool
+    assert spool is not None
+    original = spool.store
+
+    def broken(*args: object) -> list[Path]:
+        raise OSError(28, "No space left on device")
+
+    spool.store = broken  # type: ignore[method-assign]  # the disk fills up
+    try:
+
+        async def go() -> int:
+            client = Client(server)
+            await client.ready()
+            reply = await client.submit(message())
+            await client.close()
+            return reply.code
+
+        assert run(go()) == 451
+    finally:
+        spool.store = original  # type: ignore[method-assign]
+    assert read_events(server.config.spool / "events.sqlite3") == []
+
+
+async def _raw_session(server: ServerThread) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A hand-driven session up to an accepted RCPT, for bytes aiosmtplib will not send."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+
+    async def reply() -> bytes:
+        lines = b""
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            lines += line
+            if line[3:4] != b"-":
+                return lines
+
+    await reply()
+    writer.write(b"EHLO raw.test\r\n")
+    await reply()
+    writer.write(b"STARTTLS\r\n")
+    assert (await reply()).startswith(b"220")
+    await writer.start_tls(server.tls_context(), server_hostname="localhost")
+    from ..support import KEYS, plain_auth
+
+    for line in (
+        b"EHLO raw.test",
+        b"AUTH PLAIN " + plain_auth(KEYS["send_only"]),
+        f"MAIL FROM:<probe@{VERIFIED}>".encode(),
+        b"RCPT TO:<a@sink.test>",
+        b"DATA",
+    ):
+        writer.write(line + b"\r\n")
+        answer = await reply()
+        assert answer[:1] in (b"2", b"3"), answer
+    reader.reply = reply  # type: ignore[attr-defined]
+    return reader, writer
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), 5)
+    except (OSError, TimeoutError):
+        pass  # the server may have gone already; the socket is closed either way
+
+
+def test_hygiene_bare_lf_dot_never_ends_data(server: ServerThread) -> None:
+    async def go() -> tuple[bytes, bytes]:
+        reader, writer = await _raw_session(server)
+        writer.write(
+            message(body="first\n.\nMAIL FROM:<x@unverified.test>\r\nRCPT TO:<a@sink.test>\r\n"
+                    "DATA\r\nsmuggled\r\n")
+            + b".\r\n"
+        )
+        final = await reader.reply()  # type: ignore[attr-defined]
+        writer.write(b"NOOP\r\n")
+        after = await reader.reply()  # type: ignore[attr-defined]
+        await _close(writer)
+        return final, after
+
+    final, after = run(go())
+    assert final.startswith(b"554 5.6.0")  # one answer, for the whole message
+    assert after.startswith(b"250")  # and nothing answered the smuggled commands
+    assert read_events(server.config.spool / "events.sqlite3") == []
+
+
+def test_hygiene_bare_cr_refused(server: ServerThread) -> None:
+    async def go() -> bytes:
+        reader, writer = await _raw_session(server)
+        writer.write(message(body="first\r.\rRSET\r\n") + b".\r\n")
+        final = await reader.reply()  # type: ignore[attr-defined]
+        await _close(writer)
+        return final
+
+    assert run(go()).startswith(b"554")
+
+
+def test_hygiene_long_line_refused(server: ServerThread) -> None:
+    async def go() -> tuple[bytes, bytes]:
+        reader, writer = await _raw_session(server)
+        writer.write(message(body="x" * 5000 + "\r\n") + b".\r\n")
+        final = await reader.reply()  # type: ignore[attr-defined]
+        writer.write(b"NOOP\r\n")
+        after = await reader.reply()  # type: ignore[attr-defined]
+        await _close(writer)
+        return final, after
+
+    final, after = run(go())
+    assert final.startswith(b"500 5.5.2") and after.startswith(b"250")
+
+
+def test_hygiene_idle_client_timed_out(tmp_path: Path) -> None:
+    with running(make_config(tmp_path, idle_timeout=0.5)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            data = b""
+            while not data.endswith(b"\r\n") or b"421" not in data:
+                chunk = sock.recv(1024)
+                if not chunk:
+                    break
+                data += chunk
+            assert b"421 4.4.2" in data
+            assert sock.recv(1024) == b""  # and then closed
+
+
+def test_hygiene_many_concurrent_sessions(server: ServerThread) -> None:
+    async def one(i: int) -> str:
+        client = Client(server)
+        await client.ready()
+        reply = await client.submit(message(body=f"message {i}\r\n"), rcpts=(f"r{i}@sink.test",))
+        await client.close()
+        assert reply.code == 250, reply
+        return re.findall(ID, reply.message)[0]
+
+    async def go() -> list[str]:
+        return await asyncio.gather(*(one(i) for i in range(40)))
+
+    ids = run(go())
+    assert len(set(ids)) == 40
+    assert len(read_events(server.config.spool / "events.sqlite3")) == 40
+
+
+def test_certificates_from_files(tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "chain.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "myca.pem"))
+    from dataclasses import replace
+
+    config = replace(make_config(tmp_path), tls_cert=tmp_path / "chain.pem", tls_key=tmp_path / "key.pem")
+    with running(config) as server:
+        assert server.server.ca_path is None
+
+        async def go() -> int:
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False, timeout=5)
+            await smtp.connect()
+            await smtp.ehlo()
+            reply = await smtp.starttls(tls_context=ssl.create_default_context(cafile=str(tmp_path / "myca.pem")))
+            await smtp.quit()
+            return reply.code
+
+        assert run(go()) == 220
+
+
+def test_certificates_made_with_trustme_when_none_given(server: ServerThread) -> None:
+    assert Path(server.ca).read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+
+    async def go() -> bool:
+        client = Client(server)
+        await client.ready()  # verifies the chain and the name against the written CA
+        await client.close()
+        return True
+
+    assert run(go())
