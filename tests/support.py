@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import hashlib
 import ssl
@@ -49,8 +50,16 @@ def make_config(tmp_path: Path, **limits: Any) -> ServerConfig:
                 "name": "acme",
                 "verified_domains": [VERIFIED, OUTSIDE_ALLOWED],
                 "keys": [
-                    {"id": "so", "secret_sha256": sha(KEYS["send_only"]), "permission": "send_only"},
-                    {"id": "fa", "secret_sha256": sha(KEYS["full_access"]), "permission": "full_access"},
+                    {
+                        "id": "so",
+                        "secret_sha256": sha(KEYS["send_only"]),
+                        "permission": "send_only",
+                    },
+                    {
+                        "id": "fa",
+                        "secret_sha256": sha(KEYS["full_access"]),
+                        "permission": "full_access",
+                    },
                     {
                         "id": "rs",
                         "secret_sha256": sha(KEYS["restricted"]),
@@ -188,7 +197,10 @@ class Client:
         return await self.smtp.protocol.read_response(timeout=30)
 
     async def submit(
-        self, message: bytes, sender: str = f"probe@{VERIFIED}", rcpts: tuple[str, ...] = ("a@sink.test",)
+        self,
+        message: bytes,
+        sender: str = f"probe@{VERIFIED}",
+        rcpts: tuple[str, ...] = ("a@sink.test",),
     ) -> aiosmtplib.SMTPResponse:
         reply = await self.cmd(f"MAIL FROM:<{sender}>")
         assert reply.code == 250, reply
@@ -200,16 +212,17 @@ class Client:
     async def close(self) -> None:
         protocol = self.smtp.protocol  # quit() forgets it, and we wait on it below
         if self.smtp.is_connected:
-            try:
+            # The server may have gone first; closing below is all that is left then.
+            with contextlib.suppress(aiosmtplib.SMTPException):
                 await self.smtp.quit()
-            except aiosmtplib.SMTPException:
-                pass  # the server went first; closing below is all that is left
         self.smtp.close()
         await settle(protocol)
 
 
 def message(
-    from_: str = f"Probe <probe@{VERIFIED}>", headers: tuple[str, ...] = (), body: str = "Hello.\r\n"
+    from_: str = f"Probe <probe@{VERIFIED}>",
+    headers: tuple[str, ...] = (),
+    body: str = "Hello.\r\n",
 ) -> bytes:
     lines = []
     if from_:

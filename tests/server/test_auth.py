@@ -13,7 +13,9 @@ import pytest
 from ..support import KEYS, VERIFIED, Client, ServerThread, make_config, plain_auth, run, running
 
 
-async def _auth(server: ServerThread, blob: bytes, mechanism: str = "PLAIN") -> aiosmtplib.SMTPResponse:
+async def _auth(
+    server: ServerThread, blob: bytes, mechanism: str = "PLAIN"
+) -> aiosmtplib.SMTPResponse:
     client = Client(server)
     await client.ready(key=None)
     reply = await client.cmd("AUTH", mechanism, blob.decode())
@@ -50,7 +52,14 @@ def test_auth_login_accepts_send_only_key(server: ServerThread) -> None:
         plain_auth(KEYS["no_send"]),
         plain_auth(KEYS["revoked"]),
     ],
-    ids=["bad-key", "wrong-username", "username-case", "foreign-authzid", "no-send-permission", "revoked"],
+    ids=[
+        "bad-key",
+        "wrong-username",
+        "username-case",
+        "foreign-authzid",
+        "no-send-permission",
+        "revoked",
+    ],
 )
 def test_auth_refusals_share_one_reply(server: ServerThread, blob: bytes) -> None:
     reply = run(_auth(server, blob))
@@ -65,7 +74,9 @@ def test_auth_authzid_equal_to_username_is_accepted(server: ServerThread) -> Non
     ("blob", "expected"),
     [(b"not*base64!", (501, "5.5.2")), (base64.b64encode(b"only-one-field"), (501, "5.5.2"))],
 )
-def test_auth_malformed_payload_is_501(server: ServerThread, blob: bytes, expected: tuple[int, str]) -> None:
+def test_auth_malformed_payload_is_501(
+    server: ServerThread, blob: bytes, expected: tuple[int, str]
+) -> None:
     reply = run(_auth(server, blob))
     assert (reply.code, reply.message[:5]) == expected
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import ssl
@@ -95,18 +96,19 @@ async def _raw_session(server: ServerThread) -> tuple[asyncio.StreamReader, asyn
 
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    try:
+    # The server may have gone already; the socket is closed either way.
+    with contextlib.suppress(OSError, TimeoutError):
         await asyncio.wait_for(writer.wait_closed(), 5)
-    except (OSError, TimeoutError):
-        pass  # the server may have gone already; the socket is closed either way
 
 
 def test_hygiene_bare_lf_dot_never_ends_data(server: ServerThread) -> None:
     async def go() -> tuple[bytes, bytes]:
         reader, writer = await _raw_session(server)
         writer.write(
-            message(body="first\n.\nMAIL FROM:<x@unverified.test>\r\nRCPT TO:<a@sink.test>\r\n"
-                    "DATA\r\nsmuggled\r\n")
+            message(
+                body="first\n.\nMAIL FROM:<x@unverified.test>\r\nRCPT TO:<a@sink.test>\r\n"
+                "DATA\r\nsmuggled\r\n"
+            )
             + b".\r\n"
         )
         final = await reader.reply()  # type: ignore[attr-defined]
@@ -147,16 +149,18 @@ def test_hygiene_long_line_refused(server: ServerThread) -> None:
 
 
 def test_hygiene_idle_client_timed_out(tmp_path: Path) -> None:
-    with running(make_config(tmp_path, idle_timeout=0.5)) as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            data = b""
-            while not data.endswith(b"\r\n") or b"421" not in data:
-                chunk = sock.recv(1024)
-                if not chunk:
-                    break
-                data += chunk
-            assert b"421 4.4.2" in data
-            assert sock.recv(1024) == b""  # and then closed
+    with (
+        running(make_config(tmp_path, idle_timeout=0.5)) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+    ):
+        data = b""
+        while not data.endswith(b"\r\n") or b"421" not in data:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+        assert b"421 4.4.2" in data
+        assert sock.recv(1024) == b""  # and then closed
 
 
 def test_hygiene_many_concurrent_sessions(server: ServerThread) -> None:
@@ -186,15 +190,21 @@ def test_certificates_from_files(tmp_path: Path) -> None:
     ca.cert_pem.write_to_path(str(tmp_path / "myca.pem"))
     from dataclasses import replace
 
-    config = replace(make_config(tmp_path), tls_cert=tmp_path / "chain.pem", tls_key=tmp_path / "key.pem")
+    config = replace(
+        make_config(tmp_path), tls_cert=tmp_path / "chain.pem", tls_key=tmp_path / "key.pem"
+    )
     with running(config) as server:
         assert server.server.ca_path is None
 
         async def go() -> int:
-            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False, timeout=5)
+            smtp = aiosmtplib.SMTP(
+                hostname="127.0.0.1", port=server.port, start_tls=False, timeout=5
+            )
             await smtp.connect()
             await smtp.ehlo()
-            reply = await smtp.starttls(tls_context=ssl.create_default_context(cafile=str(tmp_path / "myca.pem")))
+            reply = await smtp.starttls(
+                tls_context=ssl.create_default_context(cafile=str(tmp_path / "myca.pem"))
+            )
             await smtp.quit()
             return reply.code
 

@@ -30,7 +30,9 @@ def sized(size: int, body_line: bytes = b"x" * 70) -> bytes:
     return data
 
 
-async def _submit(server: ServerThread, data: bytes, rcpts: tuple[str, ...] = ("a@sink.test",)) -> tuple[int, str]:
+async def _submit(
+    server: ServerThread, data: bytes, rcpts: tuple[str, ...] = ("a@sink.test",)
+) -> tuple[int, str]:
     client = Client(server)
     await client.ready()
     reply = await client.submit(data, rcpts=rcpts)
@@ -117,7 +119,9 @@ HEADER_CASES = [
 
 
 @pytest.mark.parametrize(("headers", "code", "tags"), HEADER_CASES)
-def test_headers_rules(server: ServerThread, headers: tuple[str, ...], code: int, tags: list[str] | None) -> None:
+def test_headers_rules(
+    server: ServerThread, headers: tuple[str, ...], code: int, tags: list[str] | None
+) -> None:
     got, text = run(_submit(server, message(headers=headers)))
     assert got == code, text
     if code == 554:

@@ -97,7 +97,10 @@ def test_cli_bad_config_exits_2_with_the_place(tmp_path: Path) -> None:
     bad.write_text("limits: {message_size: 10}\nteams: [{name: a, keys: [{id: k}]}]\n")
     done = subprocess.run(
         [sys.executable, "-m", "reference_server", "--config", str(bad)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert done.returncode == 2
     assert "teams[0].keys[0]" in done.stderr and "secret" in done.stderr
@@ -130,13 +133,34 @@ def test_interop_swaks(process: Process) -> None:
     swaks = _require("swaks")
     done = subprocess.run(
         [
-            swaks, "--server", "127.0.0.1", "--port", str(process.port), "--tls",
-            "--tls-verify", "--tls-ca-path", process.info["ca"],
-            "--auth", "PLAIN", "--auth-user", "anypost", "--auth-password", KEYS["send_only"],
-            "--from", f"probe@{VERIFIED}", "--to", "a@sink.test",
-            "--header", "Subject: Hello from Anypost", "--body", "It worked.",
+            swaks,
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(process.port),
+            "--tls",
+            "--tls-verify",
+            "--tls-ca-path",
+            process.info["ca"],
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "anypost",
+            "--auth-password",
+            KEYS["send_only"],
+            "--from",
+            f"probe@{VERIFIED}",
+            "--to",
+            "a@sink.test",
+            "--header",
+            "Subject: Hello from Anypost",
+            "--body",
+            "It worked.",
         ],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"<~\s+250 2\.0\.0 OK ids=" + ID, done.stdout), done.stdout
@@ -148,14 +172,28 @@ def test_interop_curl(process: Process, tmp_path: Path) -> None:
     mail.write_bytes(message(body="Hello from curl.\r\n"))
     done = subprocess.run(
         [
-            curl, "--silent", "--show-error", "--verbose", "--ssl-reqd",
-            "--cacert", process.info["ca"],
-            "--url", f"smtp://localhost:{process.port}",
-            "--user", f"anypost:{KEYS['send_only']}",
-            "--mail-from", f"probe@{VERIFIED}", "--mail-rcpt", "a@sink.test",
-            "--upload-file", str(mail),
+            curl,
+            "--silent",
+            "--show-error",
+            "--verbose",
+            "--ssl-reqd",
+            "--cacert",
+            process.info["ca"],
+            "--url",
+            f"smtp://localhost:{process.port}",
+            "--user",
+            f"anypost:{KEYS['send_only']}",
+            "--mail-from",
+            f"probe@{VERIFIED}",
+            "--mail-rcpt",
+            "a@sink.test",
+            "--upload-file",
+            str(mail),
         ],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert re.search(r"< 250 2\.0\.0 OK ids=" + ID, done.stderr), done.stderr
@@ -186,16 +224,24 @@ def test_crash_kill_9_loses_no_accepted_message(tmp_path: Path) -> None:
             await reply()
             writer.write(b"STARTTLS\r\n")
             await reply()
-            await writer.start_tls(ssl.create_default_context(cafile=ca), server_hostname="localhost")
-            writer.write(b"EHLO crash.test\r\nAUTH PLAIN " + plain_auth(KEYS["send_only"]) + b"\r\n")
+            await writer.start_tls(
+                ssl.create_default_context(cafile=ca), server_hostname="localhost"
+            )
+            writer.write(
+                b"EHLO crash.test\r\nAUTH PLAIN " + plain_auth(KEYS["send_only"]) + b"\r\n"
+            )
             await reply()
             await reply()
             for i in range(1000):  # bounded: the kill comes long before
-                writer.write(f"MAIL FROM:<probe@{VERIFIED}>\r\nRCPT TO:<r{n}@sink.test>\r\nDATA\r\n".encode())
+                writer.write(
+                    f"MAIL FROM:<probe@{VERIFIED}>\r\nRCPT TO:<r{n}@sink.test>\r\nDATA\r\n".encode()
+                )
                 await reply()
                 await reply()
                 await reply()
-                writer.write(message(body=f"burst {n}/{i}\r\n" + ("x" * 76 + "\r\n") * 30) + b".\r\n")
+                writer.write(
+                    message(body=f"burst {n}/{i}\r\n" + ("x" * 76 + "\r\n") * 30) + b".\r\n"
+                )
                 answer = await reply()
                 if answer.startswith(b"250"):
                     accepted.extend(re.findall(ID, answer.decode()))

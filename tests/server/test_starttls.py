@@ -11,7 +11,9 @@ import pytest
 from ..support import KEYS, VERIFIED, Client, ServerThread, plain_auth, run
 
 
-def test_listeners_every_port_greets_in_plaintext_and_gates_on_starttls(server: ServerThread) -> None:
+def test_listeners_every_port_greets_in_plaintext_and_gates_on_starttls(
+    server: ServerThread,
+) -> None:
     assert len(server.server.ports) == 3 and len(set(server.server.ports)) == 3
 
     async def probe(port: int) -> list[str]:
