@@ -28,7 +28,7 @@ GOOD_ID = "email_018f4f3e-7b2c-7c80-8e21-1a3a4f5b6c7d"
 def test_variables_resolve_and_only_resolve() -> None:
     value = {"from": "x@${domains.verified}", "list": ["${recipients.1}", "${limits.message_size}"]}
     assert resolve(value, PROFILE) == {"from": "x@acme.test", "list": ["b@sink.test", "5242880"]}
-    with pytest.raises(MissingValue, match="domains.unverified"):
+    with pytest.raises(MissingValue, match=r"domains\.unverified"):
         resolve("${domains.unverified}", PROFILE)
     assert resolve("$(whoami) {x} ${", PROFILE) == "$(whoami) {x} ${"
 
