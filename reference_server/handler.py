@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from email.headerregistry import Address
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword
@@ -150,6 +151,9 @@ class AnypostHandler:
         envelope.rcpt_options.extend(options)
         return str(replies.RCPT_OK)
 
+    def authors(self, block: HeaderBlock) -> list[Address]:
+        return sender_mailboxes(block)
+
     def read_control(self, block: HeaderBlock) -> ControlValues:
         return control_values(block)
 
@@ -160,7 +164,7 @@ class AnypostHandler:
         return tuple(self.ids.new_id() for _ in range(count))
 
     def accepted_reply(self, ids: tuple[str, ...]) -> str:
-        return self.accepted_reply(ids)
+        return replies.accepted(list(ids))
 
     # --- message --------------------------------------------------------------------------
     async def submit(self, session: Any, envelope: Any, data: bytearray) -> str:
@@ -168,7 +172,7 @@ class AnypostHandler:
         key: ApiKey = session.auth_data
         block = parse_header_block(data)
         try:
-            authors = sender_mailboxes(block)
+            authors = self.authors(block)
         except HeaderError:
             return str(replies.BAD_FROM)
         if not all(self.author_allowed(key, a.domain) for a in authors):
@@ -194,4 +198,4 @@ class AnypostHandler:
             self.in_flight -= 1
         if self.relayer is not None:
             self.relayer.relay(envelope.mail_from, recipients, paths[0])
-        return replies.accepted(list(ids))
+        return self.accepted_reply(ids)
