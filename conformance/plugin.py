@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,6 +280,18 @@ def pytest_collection_modifyitems(
     # Destructive scenarios last: they hold the target exclusively and leave it blocking us.
     keep.sort(key=lambda i: isinstance(i, ScenarioItem) and i.scenario.destructive)
     items[:] = keep
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    # A skip (not verified) points at the scenario in its YAML, not at this plugin.
+    if isinstance(item, ScenarioItem) and report.skipped and isinstance(report.longrepr, tuple):
+        _, _, reason = report.longrepr
+        report.longrepr = (str(item.path), item.scenario.location.line, reason)
+    return report
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
