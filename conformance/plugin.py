@@ -86,15 +86,15 @@ _REQUIREMENTS = pytest.StashKey[dict[str, "Requirement"]]()
 
 def _check_reachable(profile: Profile) -> None:
     """Fail fast (exit 2 from the CLI) when the target cannot even be reached."""
-    name, port = next(iter(profile.ports.items()))
-    try:
-        with socket.create_connection((profile.host, port), timeout=min(profile.timeout, 10)):
-            pass
-    except OSError as exc:
-        raise pytest.UsageError(
-            f"target unreachable: cannot connect to {profile.host}:{port} (port {name}) from "
-            f"{profile.file}: {exc.strerror or exc}. Is the server running, and is the profile right?"
-        ) from None
+    for name, port in profile.ports.items():
+        try:
+            with socket.create_connection((profile.host, port), timeout=min(profile.timeout, 10)):
+                pass
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"target unreachable: cannot connect to {profile.host}:{port} (port {name}) from "
+                f"{profile.file}: {exc.strerror or exc}. Is the server running, and is the profile right?"
+            ) from None
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
