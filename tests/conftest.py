@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 from .support import ServerThread, make_config, running
+
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture
