@@ -69,6 +69,14 @@ class Spool:
         (root / "maildir").mkdir(parents=True, exist_ok=True)
         self.db_path = root / "events.sqlite3"
         self._lock = threading.Lock()
+        # Group commit: concurrent stores share one SQLite transaction (and its fsync).
+        self._batch = threading.Condition()
+        self._pending: list[tuple[object, ...]] = []
+        self._open_batch = 0
+        self._done_batch = -1
+        self._failed: dict[int, BaseException] = {}
+        self._committing = False
+        self._made_dirs: set[Path] = set()
         self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -92,8 +100,10 @@ class Spool:
         try:
             for recipient, email_id in zip(submission.recipients, submission.ids, strict=True):
                 box = mailbox_dir(self.root, recipient)
-                for sub in ("tmp", "new", "cur"):
-                    (box / sub).mkdir(parents=True, exist_ok=True)
+                if box not in self._made_dirs:
+                    for sub in ("tmp", "new", "cur"):
+                        (box / sub).mkdir(parents=True, exist_ok=True)
+                    self._made_dirs.add(box)
                 target = box / "new" / f"{name}.{email_id}"
                 os.link(tmp, target)
                 _fsync_dir(box / "new")
@@ -120,6 +130,46 @@ class Spool:
                 submission.recipients, submission.ids, paths, strict=True
             )
         ]
+        self._commit(rows)
+        return paths
+
+    def _commit(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Commit these rows, in one transaction with whatever other stores are waiting.
+
+        Returns only once a transaction holding them is durable (synchronous=FULL).
+        """
+        with self._batch:
+            mine = self._open_batch
+            self._pending.extend(rows)
+            while self._done_batch < mine:
+                if self._committing:
+                    self._batch.wait()
+                    continue
+                self._committing = True
+                batch, self._pending = self._pending, []
+                number = self._open_batch
+                self._open_batch += 1
+                self._batch.release()
+                error: BaseException | None = None
+                try:
+                    self._write_rows(batch)
+                except BaseException as exc:  # handed to every store of the batch
+                    error = exc
+                finally:
+                    self._batch.acquire()
+                    self._committing = False
+                    self._done_batch = number
+                    if error is not None:
+                        self._failed[number] = error
+                        # Only recent batches can still have waiters.
+                        for old in [n for n in self._failed if n < number - 1000]:
+                            del self._failed[old]
+                    self._batch.notify_all()
+            error = self._failed.get(mine)
+        if error is not None:
+            raise error
+
+    def _write_rows(self, rows: list[tuple[object, ...]]) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -128,7 +178,6 @@ class Spool:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-        return paths
 
 
 def read_events(db_path: Path) -> list[dict[str, object]]:
