@@ -52,7 +52,7 @@ class TargetBudget:
         self.run_id = run_id or os.environ.get("ANYPOST_CONFORMANCE_RUN", "local")
 
     @contextlib.contextmanager
-    def _state(self) -> Iterator[dict[str, Any]]:
+    def _state(self, write: bool = True) -> Iterator[dict[str, Any]]:
         with open(self.path, "a+", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -65,11 +65,14 @@ class TargetBudget:
                 state.setdefault("failures", [])
                 state.setdefault("blocked_until", 0.0)
                 state.setdefault("runs", {})
+                before = json.dumps(state)
                 yield state
-                fh.seek(0)
-                fh.truncate()
-                fh.write(json.dumps(state))
-                fh.flush()
+                after = json.dumps(state)
+                if write and after != before:
+                    fh.seek(0)
+                    fh.truncate()
+                    fh.write(after)
+                    fh.flush()
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -80,7 +83,7 @@ class TargetBudget:
         """Wait while our own block scenario has the target blocking us; seconds waited."""
         waited = 0.0
         while True:
-            with self._state() as state:
+            with self._state(write=False) as state:
                 delay = state["blocked_until"] - time.time()
             if delay <= 0:
                 return waited
@@ -143,7 +146,11 @@ class TargetBudget:
         fh = open(self.lock_path, "a+")  # noqa: SIM115  # held across awaits, closed below
         try:
             mode = fcntl.LOCK_EX if destructive else fcntl.LOCK_SH
-            await asyncio.to_thread(fcntl.flock, fh, mode)
+            try:
+                fcntl.flock(fh, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Someone holds it the other way: wait in a thread, not in the event loop.
+                await asyncio.to_thread(fcntl.flock, fh, mode)
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -220,6 +221,11 @@ async def _mail(ctx: Context, s: Step) -> Observation:
     return _observe(ctx, await ctx.driver.command(line))
 
 
+@functools.lru_cache(maxsize=16)
+def _allowed(recipients: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(_normalized(r) for r in recipients)
+
+
 def _normalized(address: str) -> str:
     local, _, domain = address.strip("<>").rpartition("@")
     return f"{local}@{domain.lower().rstrip('.')}"
@@ -253,7 +259,7 @@ async def _rcpt(ctx: Context, s: Step) -> Observation:
 @step("data")
 async def _data(ctx: Context, s: Step) -> Observation:
     spec = ctx.resolve(s.args or {})
-    allowed = {_normalized(r) for r in ctx.profile.recipients}
+    allowed = _allowed(ctx.profile.recipients)
     strangers = [r for r in ctx.recipients if r not in allowed]
     if strangers:
         raise ScenarioError(

@@ -1,0 +1,147 @@
+"""The harness's overhead, in one run, as ratios.
+
+1. The engine running a scenario against the time a bare aiosmtplib script takes for the same
+   exchange against the same server. Goal: at most 1.2x.
+2. The whole catalogue through the CLI with -n 2 against -n 0. Goal: -n 2 is faster.
+
+Run: python -m benchmarks.bench_engine [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiosmtplib
+
+from conformance.bundled import BundledTarget
+from conformance.engine import run_scenario
+from conformance.loader import load_profile, load_scenarios
+from conformance.model import Profile, Scenario
+
+from .common import ROOT, median_ratio, write
+
+SCENARIO = "starttls/authenticated-submission"
+
+
+async def bare(port: int, ca: str, key: str, runs: int) -> float:
+    """What the scenario does, by hand: the floor the engine is measured against."""
+    context = ssl.create_default_context(cafile=ca)
+    blob = base64.b64encode(f"\0anypost\0{key}".encode())
+    started = time.perf_counter()
+    for _ in range(runs):
+        smtp = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=port, start_tls=False, timeout=10, tls_context=context
+        )
+        await smtp.connect()
+        await smtp.execute_command(b"EHLO", b"client.test")
+        await smtp.starttls(server_hostname="localhost")
+        await smtp.execute_command(b"EHLO", b"client.test")
+        await smtp.execute_command(b"AUTH", b"PLAIN", blob)
+        await smtp.execute_command(b"MAIL", b"FROM:<probe@acme.test>")
+        await smtp.execute_command(b"RCPT", b"TO:<rcpt0@sink.test>")
+        message = (
+            b"From: Conformance <probe@acme.test>\r\nTo: rcpt0@sink.test\r\n"
+            b"Subject: anypost conformance probe\r\n\r\nSent over STARTTLS.\r\n"
+        )
+        await smtp.protocol.execute_data_command(message, timeout=10)  # type: ignore[union-attr]
+        await smtp.quit()
+    return time.perf_counter() - started
+
+
+def load(profile_path: Path) -> tuple[Profile, Scenario]:
+    profile = load_profile(profile_path)
+    scenario = next(
+        s
+        for f in (ROOT / "scenarios").rglob("*.scenario.yaml")
+        for s in load_scenarios(f)
+        if s.id == SCENARIO
+    )
+    return profile, scenario
+
+
+async def engine(profile: Profile, scenario: Scenario, runs: int) -> float:
+    """Loading is done once per run by the plugin, so it is left out of the timing."""
+    started = time.perf_counter()
+    for _ in range(runs):
+        outcome = await run_scenario(scenario, profile, "submission")
+        assert outcome.verdict.value == "passed", outcome.summary()
+    return time.perf_counter() - started
+
+
+def catalogue(workers: str | None, report: Path) -> float:
+    command = [sys.executable, "-m", "conformance", "run", "-q", "--report-dir", str(report)]
+    if workers:
+        command += ["-n", workers]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"catalogue run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=30, help="scenario runs per round")
+    parser.add_argument("--catalogue-rounds", type=int, default=2)
+    args = parser.parse_args()
+    engine_times: list[float] = []
+    bare_times: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["ANYPOST_CONFORMANCE_STATE"] = str(Path(tmp) / "state")
+        target = BundledTarget(Path(tmp) / "bundled")
+        profile_path = target.start()
+        try:
+            os.environ.update(target.env)
+            profile = load_profile(profile_path)
+            port = profile.ports["submission"]
+            ca = str(profile.tls.ca_file)
+            key = target.env["ANYPOST_KEY_SEND_ONLY"]
+            loaded = load(profile_path)
+            for round_ in range(args.rounds):
+                order = ("engine", "bare") if round_ % 2 == 0 else ("bare", "engine")
+                for which in order:
+                    if which == "engine":
+                        engine_times.append(asyncio.run(engine(*loaded, args.runs)))
+                    else:
+                        bare_times.append(asyncio.run(bare(port, ca, key, args.runs)))
+        finally:
+            target.stop()
+        serial: list[float] = []
+        parallel: list[float] = []
+        for round_ in range(args.catalogue_rounds):
+            for workers in (None, "2") if round_ % 2 == 0 else ("2", None):
+                elapsed = catalogue(workers, Path(tmp) / f"report-{round_}-{workers}")
+                (parallel if workers else serial).append(elapsed)
+    write(
+        "engine",
+        {
+            "scenario": SCENARIO,
+            "runs_per_round": args.runs,
+            "engine_seconds": engine_times,
+            "bare_aiosmtplib_seconds": bare_times,
+            "overhead_ratio_engine_over_bare": {
+                "value": round(median_ratio(engine_times, bare_times), 3),
+                "goal": "<= 1.2",
+            },
+            "catalogue_seconds": {"n0": serial, "n2": parallel},
+            "catalogue_ratio_n2_over_n0": {
+                "value": round(median_ratio(parallel, serial), 3),
+                "goal": "< 1.0",
+            },
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
