@@ -33,6 +33,13 @@ class _Loader(yaml.SafeLoader):
     file = "<string>"
 
 
+# Dates stay strings (the schemas check them): a YAML timestamp would not be JSON.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> SourceMap:
     result = SourceMap()
     result.location = _loc(loader.file, node)

@@ -147,3 +147,9 @@ def test_loader_profile_errors(tmp_path: Path, old: str, new: str, where: str, s
 def test_loader_profile_loads(tmp_path: Path) -> None:
     profile = load_profile(write(tmp_path, PROFILE, "p.yaml"))
     assert profile.ports == {"submission": 587} and profile.keys["send_only"].env == "ANYPOST_KEY"
+
+
+def test_loader_example_profile_loads() -> None:
+    profile = load_profile(Path(__file__).resolve().parents[2] / "profiles" / "example-staging.yaml")
+    assert profile.deviations[0].expires.isoformat() == "2027-03-31"
+    assert profile.keys["invalid"].value and profile.keys["send_only"].env
