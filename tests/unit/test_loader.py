@@ -150,6 +150,8 @@ def test_loader_profile_loads(tmp_path: Path) -> None:
 
 
 def test_loader_example_profile_loads() -> None:
-    profile = load_profile(Path(__file__).resolve().parents[2] / "profiles" / "example-staging.yaml")
+    profile = load_profile(
+        Path(__file__).resolve().parents[2] / "profiles" / "example-staging.yaml"
+    )
     assert profile.deviations[0].expires.isoformat() == "2027-03-31"
     assert profile.keys["invalid"].value and profile.keys["send_only"].env

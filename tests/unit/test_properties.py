@@ -1,0 +1,59 @@
+"""Properties over generated input (hypothesis)."""
+
+from __future__ import annotations
+
+import base64
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conformance.messages import pad_to
+from conformance.transcript import Redactor
+from reference_server.headers import CONTROL, parse_header_block, stripped_header_bytes
+
+secrets_ = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=8, max_size=40).map(
+    lambda s: "ap_" + s
+)
+line = st.text(alphabet="abcdefXYZ 0123456789:<>@.", max_size=60)
+
+
+@given(body=st.lists(line, max_size=5), extra=st.integers(min_value=0, max_value=3000))
+def test_pad_to_is_exact_and_never_starts_a_line_with_a_dot(body: list[str], extra: int) -> None:
+    base = ("From: a@acme.test\r\n\r\n" + "".join(f"{b}\r\n" for b in body)).encode()
+    padded = pad_to(base, len(base) + extra)
+    assert len(padded) == len(base) + extra and padded.startswith(base[:-2])
+    assert padded.endswith(b"\r\n")
+    assert all(len(x) <= 998 for x in padded.split(b"\r\n"))
+
+
+@given(secret=secrets_, before=line, after=line, authzid=st.sampled_from(["", "anypost"]))
+def test_redactor_never_lets_a_secret_through(
+    secret: str, before: str, after: str, authzid: str
+) -> None:
+    redact = Redactor([secret])
+    plain = base64.b64encode(f"{authzid}\0anypost\0{secret}".encode()).decode()
+    login = base64.b64encode(secret.encode()).decode()
+    for text in (f"{before}{secret}{after}", f"AUTH PLAIN {plain}", f"{before} {login} {after}"):
+        out = redact(text)
+        assert secret not in out and plain not in out and login not in out
+
+
+header_name = st.sampled_from(
+    ["Subject", "X-Anypost-Tag", "x-campaign", "X-Other", "X-ANYPOST-TOPIC"]
+)
+
+
+@settings(max_examples=200)
+@given(fields=st.lists(st.tuples(header_name, line, st.booleans()), max_size=8), body=line)
+def test_stripping_removes_exactly_the_control_headers(
+    fields: list[tuple[str, str, bool]], body: str
+) -> None:
+    raw = [f"{n}: {v}\r\n" + (" folded\r\n" if fold else "") for n, v, fold in fields]
+    message = ("From: a@acme.test\r\n" + "".join(raw) + "\r\n" + body + "\r\n").encode()
+    block = parse_header_block(message)
+    kept = stripped_header_bytes(block)
+    expected = "From: a@acme.test\r\n" + "".join(
+        r for r, (n, _, _) in zip(raw, fields, strict=True) if n.lower() not in CONTROL
+    )
+    assert kept == expected.encode()
+    assert message[block.body_offset :] == ("\r\n" + body + "\r\n").encode()
