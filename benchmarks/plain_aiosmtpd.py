@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 import sys
 from pathlib import Path
@@ -56,4 +57,5 @@ async def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR)  # as quiet as the reference server's CLI
     asyncio.run(main(Path(sys.argv[1])))
