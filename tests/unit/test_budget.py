@@ -1,0 +1,64 @@
+"""The auth-failure budget never lets non-destructive probes trip the block."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance.budget import TargetBudget
+from conformance.errors import BudgetError
+
+
+@pytest.fixture(autouse=True)
+def state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ANYPOST_CONFORMANCE_STATE", str(tmp_path))
+
+
+def test_budget_waits_before_the_failure_that_would_trip_the_block() -> None:
+    budget = TargetBudget("t", threshold=3, cooldown=0.5, messages=10)
+    other_worker = TargetBudget("t", threshold=3, cooldown=0.5, messages=10)  # same file
+
+    async def go() -> list[float]:
+        started = time.monotonic()
+        await budget.before_failing_login()
+        await other_worker.before_failing_login()
+        at_third = time.monotonic() - started
+        await budget.before_failing_login()  # 3 in the window would trip: waits a failure out
+        return [at_third, time.monotonic() - started]
+
+    at_third, after = asyncio.run(go())
+    assert at_third < 0.2 and after >= 0.5
+
+
+def test_budget_release_returns_a_reservation() -> None:
+    budget = TargetBudget("r", threshold=2, cooldown=30, messages=10)
+
+    async def go() -> float:
+        reservation = await budget.before_failing_login()
+        budget.release(reservation)  # the login was refused before credentials were judged
+        started = time.monotonic()
+        await budget.before_failing_login()
+        return time.monotonic() - started
+
+    assert asyncio.run(go()) < 0.2
+
+
+def test_budget_block_and_message_budget() -> None:
+    budget = TargetBudget("b", threshold=3, cooldown=0.3, messages=2)
+    budget.record_block()
+
+    async def go() -> float:
+        started = time.monotonic()
+        await budget.wait_unblocked()
+        return time.monotonic() - started
+
+    assert asyncio.run(go()) >= 0.3
+    budget.spend_message()
+    budget.spend_message()
+    with pytest.raises(BudgetError, match="message budget"):
+        budget.spend_message()
+    with pytest.raises(BudgetError, match="first failed login"):
+        asyncio.run(TargetBudget("one", threshold=1, cooldown=1, messages=1).before_failing_login())
