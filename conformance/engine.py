@@ -165,24 +165,21 @@ async def _run_steps(ctx: Context, scenario: Scenario, outcome: Outcome, strict:
     except _Stop:
         outcome.verdict = Verdict.FAILED
         return
-    except _Inconclusive as exc:
-        outcome.verdict = Verdict.INCONCLUSIVE
-        outcome.reason = str(exc)
-        return
-    except NotVerified as exc:
-        outcome.verdict = Verdict.NOT_VERIFIED
-        outcome.reason = str(exc)
-        return
-    except BudgetError as exc:
-        outcome.verdict = Verdict.NOT_VERIFIED
-        outcome.reason = str(exc)
-        return
-    except ScenarioError as exc:
-        outcome.verdict = Verdict.ERROR
+    except (_Inconclusive, NotVerified, BudgetError, ScenarioError) as exc:
+        outcome.verdict = next(v for kind, v in _ENDINGS if isinstance(exc, kind))
         outcome.reason = str(exc)
         return
     if outcome.failures or (outcome.should_failures and (strict or scenario.level is Level.SHOULD)):
         outcome.verdict = Verdict.FAILED
+
+
+# How a scenario that ends early is graded, by what ended it.
+_ENDINGS: tuple[tuple[type[Exception], Verdict], ...] = (
+    (_Inconclusive, Verdict.INCONCLUSIVE),
+    (NotVerified, Verdict.NOT_VERIFIED),
+    (BudgetError, Verdict.NOT_VERIFIED),  # the message budget is spent
+    (ScenarioError, Verdict.ERROR),
+)
 
 
 def _default_connect() -> Expectation:

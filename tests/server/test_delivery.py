@@ -13,7 +13,17 @@ import aiosmtplib
 
 from reference_server.spool import mailbox_dir, read_events
 
-from ..support import VERIFIED, Client, ServerThread, make_config, message, run, running
+from ..support import (
+    KEYS,
+    VERIFIED,
+    Client,
+    ServerThread,
+    make_config,
+    message,
+    plain_auth,
+    run,
+    running,
+)
 from .test_message import ID
 
 
@@ -60,8 +70,9 @@ def test_delivery_storage_failure_is_451_not_250(server: ServerThread) -> None:
     assert read_events(server.config.spool / "events.sqlite3") == []
 
 
-async def _raw_session(server: ServerThread) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A hand-driven session up to an accepted RCPT, for bytes aiosmtplib will not send."""
+async def _data_then_noop(server: ServerThread, data: bytes) -> tuple[bytes, bytes]:
+    """A hand-driven session (for bytes aiosmtplib will not send): DATA with ``data`` sent
+    verbatim, then NOOP; the replies to the end of data and to the NOOP."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
 
     async def reply() -> bytes:
@@ -72,79 +83,51 @@ async def _raw_session(server: ServerThread) -> tuple[asyncio.StreamReader, asyn
             if line[3:4] != b"-":
                 return lines
 
-    await reply()
-    writer.write(b"EHLO raw.test\r\n")
-    await reply()
-    writer.write(b"STARTTLS\r\n")
-    assert (await reply()).startswith(b"220")
-    await writer.start_tls(server.tls_context(), server_hostname="localhost")
-    from ..support import KEYS, plain_auth
-
-    for line in (
-        b"EHLO raw.test",
-        b"AUTH PLAIN " + plain_auth(KEYS["send_only"]),
-        f"MAIL FROM:<probe@{VERIFIED}>".encode(),
-        b"RCPT TO:<a@sink.test>",
-        b"DATA",
-    ):
-        writer.write(line + b"\r\n")
-        answer = await reply()
-        assert answer[:1] in (b"2", b"3"), answer
-    reader.reply = reply  # type: ignore[attr-defined]
-    return reader, writer
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    # The server may have gone already; the socket is closed either way.
-    with contextlib.suppress(OSError, TimeoutError):
-        await asyncio.wait_for(writer.wait_closed(), 5)
+    try:
+        await reply()
+        writer.write(b"EHLO raw.test\r\n")
+        await reply()
+        writer.write(b"STARTTLS\r\n")
+        assert (await reply()).startswith(b"220")
+        await writer.start_tls(server.tls_context(), server_hostname="localhost")
+        for line in (
+            b"EHLO raw.test",
+            b"AUTH PLAIN " + plain_auth(KEYS["send_only"]),
+            f"MAIL FROM:<probe@{VERIFIED}>".encode(),
+            b"RCPT TO:<a@sink.test>",
+            b"DATA",
+        ):
+            writer.write(line + b"\r\n")
+            answer = await reply()
+            assert answer[:1] in (b"2", b"3"), answer
+        writer.write(data)
+        final = await reply()
+        writer.write(b"NOOP\r\n")
+        return final, await reply()
+    finally:
+        writer.close()
+        # The server may have gone already; the socket is closed either way.
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 5)
 
 
 def test_hygiene_bare_lf_dot_never_ends_data(server: ServerThread) -> None:
-    async def go() -> tuple[bytes, bytes]:
-        reader, writer = await _raw_session(server)
-        writer.write(
-            message(
-                body="first\n.\nMAIL FROM:<x@unverified.test>\r\nRCPT TO:<a@sink.test>\r\n"
-                "DATA\r\nsmuggled\r\n"
-            )
-            + b".\r\n"
-        )
-        final = await reader.reply()  # type: ignore[attr-defined]
-        writer.write(b"NOOP\r\n")
-        after = await reader.reply()  # type: ignore[attr-defined]
-        await _close(writer)
-        return final, after
-
-    final, after = run(go())
+    body = (
+        "first\n.\nMAIL FROM:<x@unverified.test>\r\nRCPT TO:<a@sink.test>\r\nDATA\r\nsmuggled\r\n"
+    )
+    final, after = run(_data_then_noop(server, message(body=body) + b".\r\n"))
     assert final.startswith(b"554 5.6.0")  # one answer, for the whole message
     assert after.startswith(b"250")  # and nothing answered the smuggled commands
     assert read_events(server.config.spool / "events.sqlite3") == []
 
 
 def test_hygiene_bare_cr_refused(server: ServerThread) -> None:
-    async def go() -> bytes:
-        reader, writer = await _raw_session(server)
-        writer.write(message(body="first\r.\rRSET\r\n") + b".\r\n")
-        final = await reader.reply()  # type: ignore[attr-defined]
-        await _close(writer)
-        return final
-
-    assert run(go()).startswith(b"554")
+    final, after = run(_data_then_noop(server, message(body="first\r.\rRSET\r\n") + b".\r\n"))
+    assert final.startswith(b"554") and after.startswith(b"250")
 
 
 def test_hygiene_long_line_refused(server: ServerThread) -> None:
-    async def go() -> tuple[bytes, bytes]:
-        reader, writer = await _raw_session(server)
-        writer.write(message(body="x" * 5000 + "\r\n") + b".\r\n")
-        final = await reader.reply()  # type: ignore[attr-defined]
-        writer.write(b"NOOP\r\n")
-        after = await reader.reply()  # type: ignore[attr-defined]
-        await _close(writer)
-        return final, after
-
-    final, after = run(go())
+    final, after = run(_data_then_noop(server, message(body="x" * 5000 + "\r\n") + b".\r\n"))
     assert final.startswith(b"500 5.5.2") and after.startswith(b"250")
 
 
