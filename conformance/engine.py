@@ -34,6 +34,16 @@ class Failure:
     transcript_at: int  # index into the transcript entries
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One step as it went on the wire, for reports that read like the exchange."""
+
+    title: str  # the step and the first line it sent, e.g. "mail: MAIL FROM:<probe@acme.test>"
+    verdict: str  # ok, failed, SHOULD not met
+    reply: str  # the reply that was judged, or what happened instead
+    lines: tuple[str, ...]  # the transcript lines of the step (redacted)
+
+
 @dataclass
 class Outcome:
     scenario: Scenario
@@ -44,7 +54,7 @@ class Outcome:
     should_failures: list[Failure] = field(default_factory=list)
     transcript: Transcript = field(default_factory=Transcript)
     duration: float = 0.0
-    steps_run: list[tuple[str, str]] = field(default_factory=list)  # (description, result)
+    steps_run: list[StepRecord] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"{self.scenario.id} [{self.port}]: {self.verdict.value}"]
@@ -239,7 +249,7 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
     if must:
         level = scenario.level
         outcome.failures.append(Failure(s.describe(), location, level, tuple(must), at))
-        outcome.steps_run.append((s.describe(), "failed"))
+        outcome.steps_run.append(_record(ctx, s, at, observation, "failed"))
         raise _Stop()
     if s.expect.should is not None:
         should = judge(_resolved(ctx, s.expect.should), observation)
@@ -247,11 +257,23 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
             outcome.should_failures.append(
                 Failure(s.describe(), location, Level.SHOULD, tuple(should), at)
             )
-            outcome.steps_run.append((s.describe(), "SHOULD not met"))
+            outcome.steps_run.append(_record(ctx, s, at, observation, "SHOULD not met"))
             _remember_ids(ctx, reply)
             return
-    outcome.steps_run.append((s.describe(), "ok"))
+    outcome.steps_run.append(_record(ctx, s, at, observation, "ok"))
     _remember_ids(ctx, reply)
+
+
+def _record(ctx: Context, s: Step, at: int, observation: Observation, verdict: str) -> StepRecord:
+    entries = ctx.transcript.entries[at:]
+    sent = next((e.text.split("\n")[0] for e in entries if e.direction == ">"), "")
+    title = f"{s.kind}: {sent}" if sent else s.describe()
+    if observation.reply is not None:
+        reply = str(observation.reply)
+        reply = reply if len(reply) <= 120 else reply[:117] + "..."
+    else:
+        reply = observation.error or ("connection closed" if observation.closed else "no reply")
+    return StepRecord(title, verdict, reply, tuple(f"{e.direction} {e.text}" for e in entries))
 
 
 def _resolved(ctx: Context, match: ReplyMatch) -> ReplyMatch:

@@ -249,9 +249,14 @@ def _allure(item: ScenarioItem, outcome: Outcome) -> None:
     for rid in s.requirements:
         dynamic.label("requirement", rid)
     dynamic.tag(*s.tags, s.level.value)
-    for description, result in outcome.steps_run:
-        with allure.step(f"{description}: {result}"):
-            pass
+    for record in outcome.steps_run:
+        with allure.step(
+            f"{record.title} \u2192 {record.reply}"
+            + ("" if record.verdict == "ok" else f" ({record.verdict})")
+        ):
+            for line in record.lines:
+                with allure.step(line):
+                    pass
     allure.attach(
         outcome.transcript.render(),
         name="SMTP transcript",

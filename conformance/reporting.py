@@ -46,7 +46,10 @@ def record(outcome: Outcome, deviation: str | None = None) -> dict[str, Any]:
         "deviation": deviation,
         "failures": [_failure(f) for f in outcome.failures],
         "should_failures": [_failure(f) for f in outcome.should_failures],
-        "steps": [{"step": d, "result": r} for d, r in outcome.steps_run],
+        "steps": [
+            {"step": r.title, "verdict": r.verdict, "reply": redact(r.reply)}
+            for r in outcome.steps_run
+        ],
         "duration": round(outcome.duration, 3),
         "transcript": outcome.transcript.render(),
     }
