@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import selectors
+import socket
 import subprocess
 import sys
 import time
@@ -33,8 +34,16 @@ THRESHOLD = 10
 COOLDOWN = 3.0
 
 
-def server_config(workdir: Path) -> dict[str, object]:
+def free_port() -> int:
+    """A loopback port free now, for the sink the server must know before it starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_config(workdir: Path, sink_port: int) -> dict[str, object]:
     return {
+        "relay": {"host": "127.0.0.1", "port": sink_port},
         "hostname": "localhost",
         "listen": {"host": "127.0.0.1", "ports": [0, 0, 0]},
         "tls": {"ca_out": str(workdir / "ca.pem")},
@@ -79,7 +88,7 @@ def server_config(workdir: Path) -> dict[str, object]:
     }
 
 
-def profile(ports: list[int], ca: str, maildir: str) -> dict[str, object]:
+def profile(ports: list[int], ca: str, sink_port: int) -> dict[str, object]:
     return {
         "schema_version": 1,
         "name": "bundled reference server",
@@ -108,7 +117,9 @@ def profile(ports: list[int], ca: str, maildir: str) -> dict[str, object]:
             "auth_failure_cooldown": COOLDOWN,
         },
         "budget": {"messages": 2000},
-        "observer": {"kind": "maildir", "path": maildir},
+        # The server relays every accepted message to the harness's capture sink, so the
+        # delivered copies checked are the ones that left the server.
+        "observer": {"kind": "sink", "port": sink_port},
     }
 
 
@@ -122,7 +133,8 @@ class BundledTarget:
     def start(self, timeout: float = 30.0) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "bundled-server.yaml"
-        config_path.write_text(yaml.safe_dump(server_config(self.workdir)))
+        sink_port = free_port()
+        config_path.write_text(yaml.safe_dump(server_config(self.workdir, sink_port)))
         env = {**os.environ, **self.env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "reference_server", "--config", str(config_path)],
@@ -140,7 +152,7 @@ class BundledTarget:
             raise TargetError(f"the bundled server did not start: {line!r} ({exc})") from None
         self.profile_path.write_text(
             yaml.safe_dump(
-                profile(ports, str(info["ca"]), str(self.workdir / "spool" / "maildir")),
+                profile(ports, str(info["ca"]), sink_port),
                 sort_keys=False,
             )
         )

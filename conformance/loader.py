@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 
+from .budget import state_dir
 from .errors import Location, ProfileError, ScenarioError, SourceError
 from .model import (
     VARIABLE,
@@ -334,6 +335,11 @@ def load_profile(path: Path) -> Profile:
     observer = doc.get("observer")
     if observer is not None and observer.get("kind") == "maildir":
         observer = {"kind": "maildir", "path": str(base / observer["path"])}
+    elif observer is not None and observer.get("kind") == "sink":
+        host, port = str(observer.get("host", "127.0.0.1")), int(observer["port"])
+        # Every pytest-xdist worker reads what the one sink (run by the controller) writes.
+        folder = state_dir() / f"anypost-sink-{host}-{port}"
+        observer = {"kind": "sink", "host": host, "port": str(port), "path": str(folder)}
     elif observer is not None:
         observer = None
     return Profile(

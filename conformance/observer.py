@@ -20,7 +20,7 @@ def _find(root: Path, message_id: str, limit: int = 20000) -> Path | None:
     for count, path in enumerate(root.rglob("*")):
         if count >= limit:
             break
-        if path.is_file() and path.parent.name in ("new", "cur"):
+        if path.parent.name in ("new", "cur") and path.is_file():
             with open(path, "rb") as fh:
                 head = fh.read(65536)
             if needle in head:

@@ -77,6 +77,34 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):
         _check_reachable(profile)
         config.stash[_RECORDS] = []
+        if profile.observer is not None and profile.observer["kind"] == "sink":
+            _start_sink(config, profile.observer)
+
+
+_SINK = pytest.StashKey[Any]()
+
+
+def _start_sink(config: pytest.Config, observer: dict[str, str]) -> None:
+    import shutil
+
+    from .sink import CaptureSink
+
+    folder = Path(observer["path"])
+    shutil.rmtree(folder, ignore_errors=True)  # copies of an earlier run are not this run's
+    sink = CaptureSink(folder, observer["host"], int(observer["port"]))
+    try:
+        sink.start()
+    except OSError as exc:
+        raise pytest.UsageError(
+            f"cannot run the capture sink on {observer['host']}:{observer['port']}: {exc.strerror or exc}"
+        ) from None
+    config.stash[_SINK] = sink
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    sink = config.stash.get(_SINK, None)
+    if sink is not None:
+        sink.stop()
 
 
 _PROFILE = pytest.StashKey["Profile"]()
