@@ -87,13 +87,27 @@ class ReferenceServer:
             if asyncio.get_running_loop().time() >= deadline:
                 break
             await asyncio.sleep(0.02)
-        for smtp in list(self._sessions):
-            if smtp.transport is not None:
-                smtp.transport.close()
+        open_sessions = [s for s in self._sessions if s.transport is not None]
+        for smtp in open_sessions:
+            # Abort, not close: a TLS close waits for the peer's close_notify, which a client
+            # that vanished never sends. The plaintext transport under TLS goes with it.
+            for transport in (smtp.transport, getattr(smtp, "_original_transport", None)):
+                if isinstance(transport, asyncio.Transport) and not transport.is_closing():
+                    transport.abort()
+        # A TLS close finishes asynchronously; let it, so no socket outlives the server.
+        loop = asyncio.get_running_loop()
+        closing_deadline = loop.time() + 2.0
+        while (
+            any(s.transport is not None for s in open_sessions) and loop.time() < closing_deadline
+        ):
+            await asyncio.sleep(0.01)
         self._sessions.clear()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        # Connections that ended just before stop() leave close callbacks queued: run them.
+        for _ in range(3):
+            await asyncio.sleep(0)
         if self._relayer is not None:
             await self._relayer.drain(grace)
         if self.spool is not None:

@@ -220,3 +220,55 @@ def test_ids_new_on_every_submission_with_and_without_rset(server: ServerThread)
     ids = run(go())
     assert len(ids) == 3 == len(set(ids))
     assert ids == sorted(ids)  # UUIDv7 sorts by creation time
+
+
+def test_size_oversized_message_is_not_held_in_memory(tmp_path: Path) -> None:
+    """A 4 MB message against a 100 KB limit: the server keeps at most the limit."""
+    import socket
+    import ssl
+    import tracemalloc
+
+    from ..support import KEYS, plain_auth
+
+    limit = 100_000
+    with running(make_config(tmp_path, message_size=limit)) as server:
+        context = ssl.create_default_context(cafile=server.ca)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            reader = raw.makefile("rb")
+
+            def reply(stream: object) -> bytes:
+                out = b""
+                while True:
+                    line = stream.readline()  # type: ignore[attr-defined]
+                    out += line
+                    if line[3:4] != b"-":
+                        return out
+
+            reply(reader)
+            raw.sendall(b"EHLO mem.test\r\nSTARTTLS\r\n")
+            reply(reader)
+            assert reply(reader).startswith(b"220")
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                stream = tls.makefile("rb")
+                for line in (
+                    b"EHLO mem.test",
+                    b"AUTH PLAIN " + plain_auth(KEYS["send_only"]),
+                    f"MAIL FROM:<probe@{VERIFIED}>".encode(),
+                    b"RCPT TO:<a@sink.test>",
+                    b"DATA",
+                ):
+                    tls.sendall(line + b"\r\n")
+                    assert reply(stream)[:1] in (b"2", b"3")
+                tracemalloc.start()
+                try:
+                    tls.sendall(message(body=""))
+                    chunk = (b"x" * 76 + b"\r\n") * 800  # 62 KB, sent 64 times: 4 MB
+                    for _ in range(64):
+                        tls.sendall(chunk)
+                    tls.sendall(b".\r\n")
+                    final = reply(stream)
+                    _, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+    assert final.startswith(b"552 5.3.4")
+    assert peak < 3 * limit + 1_000_000, f"peak {peak} bytes while refusing a 4 MB message"
