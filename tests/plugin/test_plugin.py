@@ -228,3 +228,27 @@ def test_plugin_reports_never_hold_a_key(pytester: pytest.Pytester, server: Serv
     assert secret not in result.stdout.str()
     allure = "".join(p.read_text() for p in (out / "allure-results").glob("*-result.json"))
     assert '"name": "severity", "value": "critical"' in allure and "SMTP transcript" in allure
+
+
+def test_plugin_should_level_warns_and_strict_fails(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    from ..selfcheck.variants import NoEnhancedCodes
+
+    folder = copy_catalogue(pytester, "auth/authentication.scenario.yaml")
+    config = make_config(tmp_path, auth_failure_threshold=3, auth_failure_cooldown=1.0)
+    with running(config, smtp_class=NoEnhancedCodes) as plain_codes:
+        args = [
+            str(folder),
+            "--target",
+            str(write_profile(pytester.path, plain_codes)),
+            "-k",
+            "send-only-key-plain and submission",
+        ]
+        relaxed = pytester.runpytest_subprocess(*args)
+        strict = pytester.runpytest_subprocess(*args, "--conformance-strict")
+    relaxed.assert_outcomes(passed=1)
+    relaxed.stdout.fnmatch_lines(
+        ["*SHOULD-level warnings*", "*expected enhanced status code 2.7.0, got none*"]
+    )
+    strict.assert_outcomes(failed=1)
