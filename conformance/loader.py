@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 
 from .budget import state_dir
-from .errors import Location, ProfileError, ScenarioError, SourceError
+from .errors import Location, ProfileError, ScenarioError
 from .model import (
     VARIABLE,
     Deviation,
@@ -364,4 +364,4 @@ def load_profile(path: Path) -> Profile:
     )
 
 
-__all__ = ["SourceError", "find_scenario_files", "load_profile", "load_scenarios", "schema"]
+__all__ = ["find_scenario_files", "load_profile", "load_scenarios", "schema"]

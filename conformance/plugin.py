@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .model import Profile, Requirement, Scenario
 
 SUFFIX = ".scenario.yaml"
+LONG_TRANSCRIPT = 60  # entries; past this a failure shows the part around the failing step
 RECORD_KEY = "anypost_conformance_record"
 
 
@@ -253,8 +254,14 @@ def _failure_text(outcome: Outcome, requirements: dict[str, Requirement]) -> str
         lines.append(f"  {failure.level.value} step '{failure.step}' at {failure.location}:")
         lines += [f"    - {p}" for p in failure.problems]
         first_at = failure.transcript_at if first_at is None else first_at
-    lines.append("  transcript:")
-    lines += ["    " + line for line in outcome.transcript.render().splitlines()]
+    if first_at is not None and len(outcome.transcript) > LONG_TRANSCRIPT:
+        # A long exchange: the lines around the failing step; reports keep the whole of it.
+        lines.append("  transcript (around the failing step; the reports hold all of it):")
+        shown = outcome.transcript.render(around=first_at, context=LONG_TRANSCRIPT // 2)
+    else:
+        lines.append("  transcript:")
+        shown = outcome.transcript.render()
+    lines += ["    " + line for line in shown.splitlines()]
     return "\n".join(lines)
 
 

@@ -83,6 +83,7 @@ class Transcript:
         self._add("*", text)
 
     def render(self, around: int | None = None, context: int = 6) -> str:
+        """The transcript as text; with ``around``, only ``context`` entries either side."""
         entries = self.entries
         if around is not None:
             entries = entries[max(0, around - context) : around + context]

@@ -38,6 +38,8 @@ class AuthFailureLimiter:
     def record_failure(self, address: str) -> bool:
         """Record a failed login; return True when this failure trips the block."""
         now = self._clock()
+        if len(self._failures) > 10_000:
+            self.forget_expired()  # many clients: keep memory bounded
         window = self._failures.setdefault(address, deque())
         while window and now - window[0] >= self.cooldown:
             window.popleft()
