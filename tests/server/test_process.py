@@ -269,3 +269,35 @@ def test_crash_kill_9_loses_no_accepted_message(tmp_path: Path) -> None:
     assert not missing, f"{len(missing)} of {len(accepted)} accepted messages lost"
     for email_id in accepted:
         assert Path(str(events[email_id]["path"])).is_file()
+
+
+def test_cli_serve_runs_the_reference_server(tmp_path: Path) -> None:
+    """`anypost-conformance serve` is the reference server in the foreground, SIGTERM included."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conformance",
+            "serve",
+            "--config",
+            str(_config(tmp_path)),
+            "--ports",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert info["event"] == "listening" and len(info["ports"]) == 1
+        code, _ = _smtplib_submit(info["ports"][0], info["ca"], "via serve\r\n")
+        assert code == 250
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
