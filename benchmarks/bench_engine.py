@@ -99,7 +99,7 @@ def main() -> None:
     bare_times: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["ANYPOST_CONFORMANCE_STATE"] = str(Path(tmp) / "state")
-        target = BundledTarget(Path(tmp) / "bundled")
+        target = BundledTarget(Path(tmp) / "bundled", relay=False)
         profile_path = target.start()
         try:
             os.environ.update(target.env)

@@ -124,7 +124,8 @@ def profile(ports: list[int], ca: str, sink_port: int) -> dict[str, object]:
 
 
 class BundledTarget:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, relay: bool = True) -> None:
+        self.relay = relay
         self.workdir = workdir.resolve()
         self.env = {env: "ap_" + secrets.token_urlsafe(24) for env in KEY_ENV.values()}
         self.process: subprocess.Popen[str] | None = None
@@ -134,7 +135,11 @@ class BundledTarget:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "bundled-server.yaml"
         sink_port = free_port()
-        config_path.write_text(yaml.safe_dump(server_config(self.workdir, sink_port)))
+        config = server_config(self.workdir, sink_port)
+        if not self.relay:
+            # Nothing will listen on the sink port (a benchmark, say): do not relay at all.
+            del config["relay"]
+        config_path.write_text(yaml.safe_dump(config))
         env = {**os.environ, **self.env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "reference_server", "--config", str(config_path)],

@@ -235,7 +235,7 @@ class Driver:
         return start, final
 
     async def finish(self) -> None:
-        """End politely where the server still listens (RSET, QUIT), then close."""
+        """End politely where the server still listens (QUIT), then close."""
         if self.connected and not self.quit_sent:
             try:
                 self.transcript.sent("QUIT")
@@ -247,6 +247,10 @@ class Driver:
                 pass  # the server has gone: nothing left to be polite to
             self.quit_sent = True
         protocol = self._smtp.protocol if self._smtp is not None else None
+        if protocol is not None and isinstance(protocol.transport, asyncio.Transport):
+            # The SMTP session is over (QUIT answered, or the server gone): there is nothing
+            # left to say, so the TLS close_notify round trip is skipped.
+            protocol.transport.abort()
         self.abort()
         await settle(protocol)
 
@@ -263,8 +267,11 @@ async def settle(protocol: SMTPProtocol | None, timeout: float = 1.0) -> None:
         return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    spins = 0
     while protocol.transport is not None and loop.time() < deadline:
-        await asyncio.sleep(0.001)  # a loopback close takes well under a millisecond
+        # An aborted transport is gone within a few loop turns; a peer's close takes longer.
+        await asyncio.sleep(0 if spins < 10 else 0.001)
+        spins += 1
 
 
 def _describe_message(message: bytes, verbatim: bool) -> str:

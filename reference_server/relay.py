@@ -21,6 +21,7 @@ class Relayer:
         self.port = port
         self.timeout = timeout
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failing = False
 
     def relay(self, mail_from: str, recipients: tuple[str, ...], path: Path) -> None:
         task = asyncio.get_running_loop().create_task(self._send(mail_from, recipients, path))
@@ -41,7 +42,18 @@ class Relayer:
                 use_tls=False,
             )
         except Exception as exc:  # a relay failure must not reach the SMTP session
-            log.warning("relay to %s:%s failed: %s", self.host, self.port, exc)
+            if not self._failing:
+                log.warning(
+                    "relay to %s:%s failing: %s (logged again once it recovers)",
+                    self.host,
+                    self.port,
+                    exc,
+                )
+            self._failing = True
+        else:
+            if self._failing:
+                log.warning("relay to %s:%s works again", self.host, self.port)
+            self._failing = False
 
     async def drain(self, timeout: float) -> None:
         if self._tasks:
