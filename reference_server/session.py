@@ -29,6 +29,10 @@ _TRAILING_DOT = re.compile(r"(@[^\s<>@]+?)\.+>")
 
 
 class AnypostSMTP(SMTP):
+    # The usual LOGIN prompts (draft-murchison-sasl-login); aiosmtpd's own end in a NUL.
+    AuthLoginUsernameChallenge = "Username:"
+    AuthLoginPasswordChallenge = "Password:"
+
     def __init__(self, handler: AnypostHandler, **kwargs: Any) -> None:
         super().__init__(handler, authenticator=handler.authenticate, **kwargs)
         self.anypost = handler

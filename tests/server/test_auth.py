@@ -168,3 +168,16 @@ def test_block_failures_outside_the_window_are_forgotten(tmp_path: Path) -> None
         assert run(_auth(server, plain_auth("ap_wrong"))).code == 535
         time.sleep(0.5)  # the first failure ages out of the window
         assert run(_auth(server, plain_auth("ap_wrong"))).code == 535
+
+
+def test_auth_login_prompts(server: ServerThread) -> None:
+    async def go() -> list[bytes]:
+        client = Client(server)
+        await client.ready(key=None)
+        first = await client.cmd("AUTH", "LOGIN")
+        second = await client.cmd(base64.b64encode(b"anypost").decode())
+        await client.cmd(base64.b64encode(KEYS["send_only"].encode()).decode())
+        await client.close()
+        return [base64.b64decode(first.message), base64.b64decode(second.message)]
+
+    assert run(go()) == [b"Username:", b"Password:"]
