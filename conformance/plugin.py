@@ -213,6 +213,8 @@ class ScenarioItem(pytest.Item):
         deviation = profile.deviation_for(self.scenario.id)
         active = deviation is not None and deviation.expires >= date.today()
         note = None
+        if deviation is not None and not active:
+            note = f"expired deviation (until {deviation.expires}), no longer excused: {deviation.reason}"
         if active and deviation is not None:
             if outcome.verdict is Verdict.PASSED:
                 note = (

@@ -252,3 +252,51 @@ def test_plugin_should_level_warns_and_strict_fails(
         ["*SHOULD-level warnings*", "*expected enhanced status code 2.7.0, got none*"]
     )
     strict.assert_outcomes(failed=1)
+
+
+def test_plugin_report_matches_its_schema_and_deviations_are_graded(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    import jsonschema
+
+    from conformance.loader import schema
+
+    from ..selfcheck.variants import AcceptsAnyKey
+
+    folder = copy_catalogue(pytester, "auth/authentication.scenario.yaml")
+    config = make_config(tmp_path, auth_failure_threshold=3, auth_failure_cooldown=1.0)
+    with running(config, handler_class=AcceptsAnyKey) as broken:
+        profile = write_profile(pytester.path, broken)
+        doc = yaml.safe_load(profile.read_text())
+        doc["deviations"] = [
+            {
+                "scenario": "auth/bad-key-refused-at-auth",
+                "reason": "ticket 1",
+                "expires": "2999-01-01",
+            },
+            {"scenario": "auth/send-only-key-plain", "reason": "ticket 2", "expires": "2999-01-01"},
+            {
+                "scenario": "auth/bad-key-refused-login-mechanism",
+                "reason": "ticket 3",
+                "expires": "2000-01-01",
+            },
+        ]
+        profile.write_text(yaml.safe_dump(doc))
+        out = pytester.path / "out"
+        result = pytester.runpytest_subprocess(
+            str(folder),
+            "--target",
+            str(profile),
+            "--conformance-report-dir",
+            str(out),
+            "-k",
+            "submission and (bad-key or send-only-key-plain)",
+        )
+    # known deviation: skipped; expired deviation: still failed; passing one: stale
+    result.assert_outcomes(passed=1, skipped=1, failed=1)
+    report = json.loads((out / "conformance.json").read_text())
+    jsonschema.Draft202012Validator(schema("report")).validate(report)
+    notes = {r["scenario"]: r["deviation"] for r in report["scenarios"]}
+    assert notes["auth/bad-key-refused-at-auth"].startswith("known deviation")
+    assert notes["auth/send-only-key-plain"].startswith("stale deviation")
+    assert notes["auth/bad-key-refused-login-mechanism"].startswith("expired deviation")
