@@ -155,6 +155,10 @@ def markdown(doc: dict[str, Any]) -> str:
                 out.append(f"\n{f['level']} step `{f['step']}` ({f['location']}):")
                 out += [f"- {p}" for p in f["problems"]]
             out += ["", "```", r["transcript"], "```"]
+    deviations = [r for r in doc["scenarios"] if r["deviation"]]
+    if deviations:
+        out += ["", "## Deviations declared by the profile", ""]
+        out += [f"- {r['scenario']} [{r['port']}] ({r['verdict']}): {r['deviation']}" for r in deviations]
     not_verified = [r for r in doc["scenarios"] if r["verdict"] == "not verified"]
     if not_verified:
         out += ["", "## Not verified", ""]

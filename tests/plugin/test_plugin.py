@@ -300,3 +300,4 @@ def test_plugin_report_matches_its_schema_and_deviations_are_graded(
     assert notes["auth/bad-key-refused-at-auth"].startswith("known deviation")
     assert notes["auth/send-only-key-plain"].startswith("stale deviation")
     assert notes["auth/bad-key-refused-login-mechanism"].startswith("expired deviation")
+    assert "## Deviations declared by the profile" in (out / "conformance.md").read_text()
