@@ -158,7 +158,10 @@ def markdown(doc: dict[str, Any]) -> str:
     deviations = [r for r in doc["scenarios"] if r["deviation"]]
     if deviations:
         out += ["", "## Deviations declared by the profile", ""]
-        out += [f"- {r['scenario']} [{r['port']}] ({r['verdict']}): {r['deviation']}" for r in deviations]
+        out += [
+            f"- {r['scenario']} [{r['port']}] ({r['verdict']}): {r['deviation']}"
+            for r in deviations
+        ]
     not_verified = [r for r in doc["scenarios"] if r["verdict"] == "not verified"]
     if not_verified:
         out += ["", "## Not verified", ""]

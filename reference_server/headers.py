@@ -11,11 +11,13 @@ Only top-level headers count: a part or an attached message is body (BRIEF §4).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import Address
+from typing import Any
 
 TAGS = "x-anypost-tags"
 TAG = "x-anypost-tag"
@@ -102,8 +104,16 @@ def parse_header_block(data: bytes | bytearray) -> HeaderBlock:
     return HeaderBlock(tuple(fields), end)
 
 
+@functools.cache
+def _header_class(name: str) -> Any:
+    """The email package's class for an address header; its registry builds a new class on
+    every lookup, which costs more than parsing the header, so it is built once."""
+    registry: Any = policy.default.header_factory  # a HeaderRegistry, typed as a callable
+    return registry[name]
+
+
 def _mailboxes(header: Field) -> list[Address]:
-    parsed = policy.default.header_factory(header.name, header.value)
+    parsed = _header_class(header.name)(header.name, header.value)
     addresses = list(getattr(parsed, "addresses", ()))
     for address in addresses:
         if not address.username or not address.domain:
