@@ -130,6 +130,7 @@ class BundledTarget:
         self.env = {env: "ap_" + secrets.token_urlsafe(24) for env in KEY_ENV.values()}
         self.process: subprocess.Popen[str] | None = None
         self.profile_path = self.workdir / "bundled-profile.yaml"
+        self.ports: list[int] = []
 
     def start(self, timeout: float = 30.0) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +153,7 @@ class BundledTarget:
         try:
             info = json.loads(line)
             ports = list(info["ports"])
+            self.ports = ports
         except (ValueError, KeyError) as exc:
             self.stop()
             raise TargetError(f"the bundled server did not start: {line!r} ({exc})") from None
@@ -164,8 +166,7 @@ class BundledTarget:
         return self.profile_path
 
     def profile_ports(self) -> str:
-        doc = yaml.safe_load(self.profile_path.read_text())
-        return ", ".join(f"{n}={p}" for n, p in doc["target"]["ports"].items())
+        return ", ".join(f"{n}={p}" for n, p in zip(PORT_NAMES, self.ports, strict=True))
 
     def _first_line(self, timeout: float) -> str:
         assert self.process is not None and self.process.stdout is not None

@@ -277,6 +277,6 @@ async def settle(protocol: SMTPProtocol | None, timeout: float = 1.0) -> None:
 def _describe_message(message: bytes, verbatim: bool) -> str:
     head, sep, _ = message.partition(b"\r\n\r\n")
     lines = head.decode("utf-8", "backslashreplace").split("\r\n") if sep else []
-    shown = [line for line in lines[:30]]
+    shown = lines[:30]
     summary = f"[message: {len(message)} octets{', sent verbatim' if verbatim else ''}]"
     return "\n  ".join([summary, *shown]) if shown else summary

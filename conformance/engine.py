@@ -154,6 +154,9 @@ async def _finish(driver: Driver) -> None:
 
 
 def _count_auth(steps: tuple[Step, ...]) -> int:
+    """Logins a scenario may make, for its deadline: each may wait out one cooldown of the
+    auth-failure budget. A repeat counts as up to ten times its logins (it repeats at most the
+    block threshold, which the profile keeps small)."""
     return sum(
         (1 if s.kind == "auth" else 0) + (_count_auth(s.steps) * 10 if s.kind == "repeat" else 0)
         for s in steps

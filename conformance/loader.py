@@ -101,7 +101,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         return f"at {path}: {error.message}"
     if error.validator in ("oneOf", "anyOf") and error.context:
-        best = min(error.context, key=lambda e: len(list(e.absolute_path)) * -1)
+        best = max(error.context, key=lambda e: len(list(e.absolute_path)))  # the most specific
         return f"at {path}: {best.message}"
     return f"at {path}: {error.message}"
 

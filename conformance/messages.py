@@ -45,7 +45,7 @@ def size_value(spec: int | str, limit: int | None) -> int:
     return limit + delta if match.group(1) == "+" else limit - delta
 
 
-def _fold(name: str, value: str) -> str:
+def _fold(value: str) -> str:
     """Fold at every space so the value spans several lines (RFC 5322 §2.2.3)."""
     return value.replace(" ", "\r\n ") if " " in value else value
 
@@ -89,7 +89,7 @@ def build(spec: dict[str, Any], size_limit: int | None) -> tuple[bytes, bool]:
     headers.append(f"Date: {formatdate(localtime=False)}")
     headers.append(f"Message-ID: {make_msgid(domain='conformance.test')}")
     for header in spec.get("headers", []):
-        value = _fold(header["name"], header["value"]) if header.get("fold") else header["value"]
+        value = _fold(header["value"]) if header.get("fold") else header["value"]
         headers.append(f"{header['name']}: {value}")
     data = ("\r\n".join(headers) + "\r\n").encode("utf-8") + body
     if "size" in spec:

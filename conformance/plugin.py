@@ -77,7 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("ANYPOST_CONFORMANCE_RUN", uuid.uuid4().hex)
     if not hasattr(config, "workerinput"):
         _check_reachable(profile)
-        config.stash[_RECORDS] = []
+        _RECORD_SINK.clear()  # one session's records (pytester may run several in a process)
         if profile.observer is not None and profile.observer["kind"] == "sink":
             _start_sink(config, profile.observer)
 
@@ -109,7 +109,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _PROFILE = pytest.StashKey["Profile"]()
-_RECORDS = pytest.StashKey[list[dict[str, Any]]]()
 _REQUIREMENTS = pytest.StashKey[dict[str, "Requirement"]]()
 
 

@@ -137,12 +137,11 @@ class AnypostHandler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
-        if split_address(address) is None:
+        parts = split_address(address)
+        if parts is None:
             return str(replies.RCPT_SYNTAX)
-        local, domain = split_address(address) or ("", "")
-        normalized = f"{local}@{domain}"
-        known = {"{}@{}".format(*(split_address(a) or ("", ""))) for a in envelope.rcpt_tos}
-        if normalized in known:
+        # Accepted recipients already passed split_address, so they all have a domain.
+        if any(split_address(a) == parts for a in envelope.rcpt_tos):
             # The same recipient twice is one recipient with one id (BRIEF §4).
             return str(replies.RCPT_OK)
         if len(envelope.rcpt_tos) >= self.config.limits.max_recipients:
