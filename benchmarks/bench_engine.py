@@ -52,7 +52,8 @@ async def bare(port: int, ca: str, key: str, runs: int) -> float:
             b"From: Conformance <probe@acme.test>\r\nTo: rcpt0@sink.test\r\n"
             b"Subject: anypost conformance probe\r\n\r\nSent over STARTTLS.\r\n"
         )
-        await smtp.protocol.execute_data_command(message, timeout=10)  # type: ignore[union-attr]
+        assert smtp.protocol is not None  # connected above
+        await smtp.protocol.execute_data_command(message, timeout=10)
         await smtp.quit()
     return time.perf_counter() - started
 

@@ -10,14 +10,13 @@ import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiosmtplib
 
 from conformance.driver import settle
-from reference_server.config import Limits, ServerConfig, parse_config
+from reference_server.config import ServerConfig, parse_config
 from reference_server.handler import AnypostHandler
 from reference_server.server import ReferenceServer
 from reference_server.session import AnypostSMTP
@@ -39,8 +38,9 @@ def sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def make_config(tmp_path: Path, **limits: Any) -> ServerConfig:
-    raw = {
+def raw_config(tmp_path: Path, **limits: Any) -> dict[str, Any]:
+    """The test configuration as YAML would hold it (for servers run as processes too)."""
+    return {
         "hostname": "localhost",
         "listen": {"host": "127.0.0.1", "ports": [0, 0, 0]},
         "tls": {"ca_out": str(tmp_path / "ca.pem")},
@@ -77,9 +77,12 @@ def make_config(tmp_path: Path, **limits: Any) -> ServerConfig:
             },
             {"name": "other", "verified_domains": [OTHER_TEAM], "keys": []},
         ],
+        "limits": limits,
     }
-    config = parse_config(raw, tmp_path, env={})
-    return replace(config, limits=replace(Limits(), **limits))
+
+
+def make_config(tmp_path: Path, **limits: Any) -> ServerConfig:
+    return parse_config(raw_config(tmp_path, **limits), tmp_path, env={})
 
 
 class ServerThread:
@@ -229,6 +232,41 @@ def message(
         lines.append(f"From: {from_}")
     lines += ["To: a@sink.test", "Subject: test", *headers]
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def submission_prologue(key: str = "send_only") -> tuple[bytes, ...]:
+    """The command lines after STARTTLS up to DATA, for sessions driven by hand."""
+    return (
+        b"EHLO raw.test",
+        b"AUTH PLAIN " + plain_auth(KEYS[key]),
+        f"MAIL FROM:<probe@{VERIFIED}>".encode(),
+        b"RCPT TO:<a@sink.test>",
+        b"DATA",
+    )
+
+
+async def read_reply(reader: asyncio.StreamReader, timeout: float = 10) -> bytes:
+    """One whole reply, continuation lines included, from a hand-driven session."""
+    out = b""
+    while True:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        if not line:
+            raise ConnectionError("the server closed the connection")
+        out += line
+        if line[3:4] != b"-":
+            return out
+
+
+def read_reply_sync(stream: IO[bytes]) -> bytes:
+    """``read_reply`` for a blocking socket's file."""
+    out = b""
+    while True:
+        line = stream.readline()
+        if not line:
+            raise ConnectionError("the server closed the connection")
+        out += line
+        if line[3:4] != b"-":
+            return out
 
 
 def run(coro: Any) -> Any:

@@ -114,7 +114,8 @@ def test_engine_should_failure_warns_unless_strict(server: ServerThread) -> None
 
     s = scenario("auth/send-only-key-plain")
     step = s.steps[0]
-    should = dataclasses.replace(step.expect.should, enhanced="2.7.9")  # type: ignore[arg-type]
+    assert step.expect.should is not None
+    should = dataclasses.replace(step.expect.should, enhanced="2.7.9")
     altered = dataclasses.replace(
         s,
         steps=(dataclasses.replace(step, expect=dataclasses.replace(step.expect, should=should)),),
@@ -125,23 +126,23 @@ def test_engine_should_failure_warns_unless_strict(server: ServerThread) -> None
     assert strict.verdict is Verdict.FAILED
 
 
-class _Silent(SMTP):  # type: ignore[misc]
+class _Silent(SMTP):
     async def smtp_EHLO(self, hostname: str) -> None:
         await asyncio.sleep(3600)
 
 
-class _Garbage(SMTP):  # type: ignore[misc]
+class _Garbage(SMTP):
     async def smtp_EHLO(self, hostname: str) -> None:
         await self.push("this is not SMTP at all")
 
 
-class _NoTls(SMTP):  # type: ignore[misc]
+class _NoTls(SMTP):
     async def smtp_STARTTLS(self, arg: str) -> None:
         await self.push("220 2.0.0 Go ahead")
         await asyncio.sleep(3600)  # and never shake hands
 
 
-class _DropsMidData(SMTP):  # type: ignore[misc]
+class _DropsMidData(SMTP):
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push("235 2.7.0 OK")
 

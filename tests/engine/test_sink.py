@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
@@ -16,7 +17,7 @@ def test_sink_captures_and_observer_finds_by_message_id(tmp_path: Path) -> None:
     port = sink.start()
     try:
 
-        async def go() -> tuple[object, object]:
+        async def go() -> tuple[EmailMessage | None, EmailMessage | None]:
             message = b"From: a@acme.test\r\nMessage-ID: <one@conformance.test>\r\nX-Kept: yes\r\n\r\nhello\r\n"
             await aiosmtplib.send(
                 message,
@@ -33,5 +34,5 @@ def test_sink_captures_and_observer_finds_by_message_id(tmp_path: Path) -> None:
         found, missing = asyncio.run(go())
     finally:
         sink.stop()
-    assert found is not None and found["X-Kept"] == "yes"  # type: ignore[index]
+    assert found is not None and found["X-Kept"] == "yes"
     assert missing is None

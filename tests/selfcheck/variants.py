@@ -17,6 +17,7 @@ from reference_server import replies
 from reference_server.config import ApiKey
 from reference_server.handler import AnypostHandler
 from reference_server.headers import ControlValues, HeaderBlock, HeaderError, sender_mailboxes
+from reference_server.limits import AuthFailureLimiter
 from reference_server.session import AnypostSMTP
 
 SMTP_OPTIONS = {"require_starttls", "auth_required", "auth_require_tls", "auth_exclude_mechanism"}
@@ -137,25 +138,29 @@ class AllowsSecondAuth(AnypostSMTP):
 
 
 # --- block ---------------------------------------------------------------------------------
+class _NeverTrips(AuthFailureLimiter):
+    def record_failure(self, address: str) -> bool:
+        return False
+
+
+class _NeverExpires(AuthFailureLimiter):
+    def record_failure(self, address: str) -> bool:
+        tripped = super().record_failure(address)
+        if tripped:
+            self._blocked_until[address] = self._clock() + 3600  # "temporarily" broken
+        return tripped
+
+
 class NeverBlocks(AnypostHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limiter.record_failure = lambda address: False  # type: ignore[method-assign]
+        self.limiter = _NeverTrips(self.limiter.threshold, self.limiter.cooldown)
 
 
 class BlocksForever(AnypostHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        limiter = self.limiter
-        original = limiter.record_failure
-
-        def record(address: str) -> bool:
-            tripped = original(address)
-            if tripped:
-                limiter._blocked_until[address] = limiter._clock() + 3600
-            return tripped
-
-        limiter.record_failure = record  # type: ignore[method-assign]
+        self.limiter = _NeverExpires(self.limiter.threshold, self.limiter.cooldown)
 
 
 # --- senders -------------------------------------------------------------------------------
@@ -247,10 +252,7 @@ class IgnoresSenderHeader(AnypostHandler):
         without = HeaderBlock(
             tuple(f for f in block.fields if f.name != "sender"), block.body_offset
         )
-        try:
-            return list(sender_mailboxes(without))
-        except HeaderError:
-            return list(NaiveFromParser.authors(self, block))  # type: ignore[arg-type]
+        return list(sender_mailboxes(without))
 
 
 # --- size ----------------------------------------------------------------------------------
@@ -392,10 +394,11 @@ class LenientEndOfData(AnypostSMTP):
                 if at >= 0:
                     rest = line[at + len(marker) :]
                     self._reader._buffer[:0] = rest  # what follows is read as commands
-                    return line[:at] + b"\r\n.\r\n" if at == 0 else b".\r\n"
+                    return b".\r\n"  # the end of data, as the buggy server sees it
             return line
 
-        self._reader.readuntil = readuntil  # type: ignore[method-assign]
+        # The bug lives in how lines are read, so the variant has to replace the reader's.
+        self._reader.readuntil = readuntil  # type: ignore[method-assign,assignment]
         try:
             await super().smtp_DATA(arg)
         finally:

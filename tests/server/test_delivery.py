@@ -14,15 +14,14 @@ import aiosmtplib
 from reference_server.spool import mailbox_dir, read_events
 
 from ..support import (
-    KEYS,
-    VERIFIED,
     Client,
     ServerThread,
     make_config,
     message,
-    plain_auth,
+    read_reply,
     run,
     running,
+    submission_prologue,
 )
 from .test_message import ID
 
@@ -76,12 +75,7 @@ async def _data_then_noop(server: ServerThread, data: bytes) -> tuple[bytes, byt
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
 
     async def reply() -> bytes:
-        lines = b""
-        while True:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            lines += line
-            if line[3:4] != b"-":
-                return lines
+        return await read_reply(reader, timeout=5)
 
     try:
         await reply()
@@ -90,13 +84,7 @@ async def _data_then_noop(server: ServerThread, data: bytes) -> tuple[bytes, byt
         writer.write(b"STARTTLS\r\n")
         assert (await reply()).startswith(b"220")
         await writer.start_tls(server.tls_context(), server_hostname="localhost")
-        for line in (
-            b"EHLO raw.test",
-            b"AUTH PLAIN " + plain_auth(KEYS["send_only"]),
-            f"MAIL FROM:<probe@{VERIFIED}>".encode(),
-            b"RCPT TO:<a@sink.test>",
-            b"DATA",
-        ):
+        for line in submission_prologue():
             writer.write(line + b"\r\n")
             answer = await reply()
             assert answer[:1] in (b"2", b"3"), answer

@@ -228,35 +228,21 @@ def test_size_oversized_message_is_not_held_in_memory(tmp_path: Path) -> None:
     import ssl
     import tracemalloc
 
-    from ..support import KEYS, plain_auth
+    from ..support import read_reply_sync, submission_prologue
 
     limit = 100_000
     with running(make_config(tmp_path, message_size=limit)) as server:
         context = ssl.create_default_context(cafile=server.ca)
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
             reader = raw.makefile("rb")
-
-            def reply(stream: object) -> bytes:
-                out = b""
-                while True:
-                    line = stream.readline()  # type: ignore[attr-defined]
-                    out += line
-                    if line[3:4] != b"-":
-                        return out
-
+            reply = read_reply_sync
             reply(reader)
             raw.sendall(b"EHLO mem.test\r\nSTARTTLS\r\n")
             reply(reader)
             assert reply(reader).startswith(b"220")
             with context.wrap_socket(raw, server_hostname="localhost") as tls:
                 stream = tls.makefile("rb")
-                for line in (
-                    b"EHLO mem.test",
-                    b"AUTH PLAIN " + plain_auth(KEYS["send_only"]),
-                    f"MAIL FROM:<probe@{VERIFIED}>".encode(),
-                    b"RCPT TO:<a@sink.test>",
-                    b"DATA",
-                ):
+                for line in submission_prologue():
                     tls.sendall(line + b"\r\n")
                     assert reply(stream)[:1] in (b"2", b"3")
                 tracemalloc.start()

@@ -22,29 +22,13 @@ import yaml
 
 from reference_server.spool import read_events
 
-from ..support import KEYS, VERIFIED, message, plain_auth, sha
+from ..support import KEYS, VERIFIED, message, plain_auth, raw_config, read_reply
 from .test_message import ID
 
 
 def _config(tmp_path: Path, **limits: Any) -> Path:
-    raw = {
-        "hostname": "localhost",
-        "listen": {"host": "127.0.0.1", "ports": [0, 0, 0]},
-        "tls": {"ca_out": str(tmp_path / "ca.pem")},
-        "spool": str(tmp_path / "spool"),
-        "limits": limits,
-        "teams": [
-            {
-                "name": "acme",
-                "verified_domains": [VERIFIED],
-                "keys": [
-                    {"id": "so", "secret_sha256": sha(KEYS["send_only"]), "permission": "send_only"}
-                ],
-            }
-        ],
-    }
     path = tmp_path / "server.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw_config(tmp_path, **limits)))
     return path
 
 
@@ -209,14 +193,7 @@ def test_crash_kill_9_loses_no_accepted_message(tmp_path: Path) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
 
         async def reply() -> bytes:
-            out = b""
-            while True:
-                line = await asyncio.wait_for(reader.readline(), 10)
-                if not line:
-                    raise ConnectionError("closed")
-                out += line
-                if line[3:4] != b"-":
-                    return out
+            return await read_reply(reader)
 
         try:
             await reply()
