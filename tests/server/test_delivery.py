@@ -10,6 +10,7 @@ import ssl
 from pathlib import Path
 
 import aiosmtplib
+import pytest
 
 from reference_server.spool import mailbox_dir, read_events
 
@@ -45,27 +46,25 @@ def test_delivery_stored_in_maildir_and_event_log_before_250(server: ServerThrea
     assert not list((server.config.spool / "tmp").iterdir())
 
 
-def test_delivery_storage_failure_is_451_not_250(server: ServerThread) -> None:
+def test_delivery_storage_failure_is_451_not_250(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spool = server.server.spool
     assert spool is not None
-    original = spool.store
 
-    def broken(*args: object) -> list[Path]:
+    def disk_full(*args: object) -> list[Path]:
         raise OSError(28, "No space left on device")
 
-    spool.store = broken  # type: ignore[method-assign]  # the disk fills up
-    try:
+    monkeypatch.setattr(spool, "store", disk_full)
 
-        async def go() -> int:
-            client = Client(server)
-            await client.ready()
-            reply = await client.submit(message())
-            await client.close()
-            return reply.code
+    async def go() -> int:
+        client = Client(server)
+        await client.ready()
+        reply = await client.submit(message())
+        await client.close()
+        return reply.code
 
-        assert run(go()) == 451
-    finally:
-        spool.store = original  # type: ignore[method-assign]
+    assert run(go()) == 451
     assert read_events(server.config.spool / "events.sqlite3") == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
@@ -33,8 +34,8 @@ def test_variables_resolve_and_only_resolve() -> None:
     assert resolve("$(whoami) {x} ${", PROFILE) == "$(whoami) {x} ${"
 
 
-def obs(code: int, *lines: str, **kw: object) -> Observation:
-    return Observation(Reply(code, lines), **kw)  # type: ignore[arg-type]
+def obs(code: int, *lines: str, **kw: Any) -> Observation:
+    return Observation(Reply(code, lines), **kw)
 
 
 @pytest.mark.parametrize(
