@@ -32,6 +32,9 @@ RECIPIENTS = 120
 # Short enough that the block scenario and the scenarios waiting it out cost seconds, not minutes.
 THRESHOLD = 10
 COOLDOWN = 3.0
+# Short enough that the slow-upload scenario (an upload longer than it) costs seconds; long
+# enough for every wait of a session on a loaded machine (the cooldown, a TLS handshake).
+IDLE_TIMEOUT = 8
 
 
 def free_port() -> int:
@@ -53,7 +56,7 @@ def server_config(workdir: Path, sink_port: int) -> dict[str, object]:
             "max_recipients": 100,
             "auth_failure_threshold": THRESHOLD,
             "auth_failure_cooldown": COOLDOWN,
-            "idle_timeout": 60,
+            "idle_timeout": IDLE_TIMEOUT,
         },
         "teams": [
             {
@@ -108,13 +111,16 @@ def profile(ports: list[int], ca: str, sink_port: int) -> dict[str, object]:
             "verified": "acme.test",
             "outside_allowed": "billing.acme.test",
             "unverified": "unverified.test",
+            "other_team": "other.test",
         },
         "recipients": [f"rcpt{i}@sink.test" for i in range(RECIPIENTS)],
+        "recipient_pattern": "rcpt+{n}@sink.test",
         "limits": {
             "message_size": 5 * 1024 * 1024,
             "max_recipients": 100,
             "auth_failure_threshold": THRESHOLD,
             "auth_failure_cooldown": COOLDOWN,
+            "idle_timeout": IDLE_TIMEOUT,
         },
         "budget": {"messages": 2000},
         # The server relays every accepted message to the harness's capture sink, so the

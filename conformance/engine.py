@@ -18,6 +18,7 @@ from .budget import TargetBudget
 from .driver import Driver, tls_context
 from .errors import BudgetError, ScenarioError, TransportError
 from .expect import Observation, ids_of, judge
+from .idregistry import IdRegistry
 from .loader import DEFAULT_EXPECT
 from .model import Expectation, Level, Profile, ReplyMatch, Scenario, Step, Verdict
 from .reply import Reply
@@ -124,7 +125,8 @@ async def run_scenario(
         lambda: tls_context(ca, profile.tls.system, profile.tls.insecure),
         profile.tls.server_name,
     )
-    ctx = Context(profile, port, driver, transcript, budget, scenario.destructive)
+    ids = IdRegistry(f"{profile.host}:{sorted(profile.ports.values())}")
+    ctx = Context(profile, port, driver, transcript, budget, ids, scenario.destructive)
     cooldown = float(profile.limits.get("auth_failure_cooldown") or 0)
     deadline = profile.scenario_deadline + cooldown * (2 + _count_auth(scenario.steps))
     try:

@@ -83,6 +83,12 @@ def schema(name: str) -> dict[str, Any]:
     return loaded
 
 
+def variable_transforms() -> list[str]:
+    """The transform names a variable may carry, from the scenario schema."""
+    names: list[str] = schema("scenario")["$defs"]["variable_transform"]["enum"]
+    return names
+
+
 def _problem(text: str, location: Location | None, message: str) -> str:
     where = f"{location}: " if location else ""
     excerpt = excerpt_at(text, location)
@@ -147,6 +153,16 @@ def _variable_problems(value: Any, doc: Any, path: list[str | int], text: str) -
     problems: list[str] = []
     if isinstance(value, str):
         for match in VARIABLE.finditer(value):
+            transform = match.group(2)
+            if transform is not None and transform not in variable_transforms():
+                problems.append(
+                    _problem(
+                        text,
+                        locate(doc, path),
+                        f"unknown transform |{transform} in ${{{match.group(0)[2:-1]}}}: "
+                        f"expected one of {', '.join(variable_transforms())}",
+                    )
+                )
             root = match.group(1).split(".")[0]
             if root not in VARIABLE_ROOTS:
                 problems.append(
@@ -298,6 +314,20 @@ def load_profile(path: Path) -> Profile:
                             "expires must be a date, YYYY-MM-DD",
                         )
                     )
+        pattern = doc.get("recipient_pattern")
+        recipients = doc.get("recipients")
+        if isinstance(pattern, str) and isinstance(recipients, list):
+            domain = pattern.rpartition("@")[2].lower().rstrip(".")
+            sinks = {str(r).rpartition("@")[2].lower().rstrip(".") for r in recipients}
+            if domain not in sinks:
+                problems.append(
+                    _problem(
+                        text,
+                        locate(doc, ["recipient_pattern"]),
+                        f"recipient_pattern must stay inside the recipients' domain "
+                        f"({', '.join(sorted(sinks))}); {domain} is not one of them",
+                    )
+                )
         keys = doc.get("keys")
         if isinstance(keys, dict):
             for role, key in keys.items():
@@ -354,6 +384,7 @@ def load_profile(path: Path) -> Profile:
         keys=keys,
         domains=dict(doc["domains"]),
         recipients=tuple(doc["recipients"]),
+        recipient_pattern=doc.get("recipient_pattern"),
         limits=dict(doc.get("limits", {})),
         budget_messages=int(doc.get("budget", {}).get("messages", 500)),
         observer=observer,

@@ -86,8 +86,8 @@ def build(spec: dict[str, Any], size_limit: int | None) -> tuple[bytes, bool]:
     if "to" in spec:
         headers.append(f"To: {spec['to']}")
     headers.append(f"Subject: {spec.get('subject', 'anypost conformance probe')}")
-    headers.append(f"Date: {formatdate(localtime=False)}")
-    headers.append(f"Message-ID: {make_msgid(domain='conformance.test')}")
+    headers.append(f"Date: {spec.get('date') or formatdate(localtime=False)}")
+    headers.append(f"Message-ID: {spec.get('message_id') or make_msgid(domain='conformance.test')}")
     for header in spec.get("headers", []):
         value = _fold(header["value"]) if header.get("fold") else header["value"]
         headers.append(f"{header['name']}: {value}")

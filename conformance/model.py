@@ -142,13 +142,48 @@ class Profile:
     keys: dict[str, KeyRef] = field(default_factory=dict)
     domains: dict[str, str] = field(default_factory=dict)
     recipients: tuple[str, ...] = ()
+    recipient_pattern: str | None = None  # e.g. sink+{n}@sink.test: {n} only in the local part
     limits: dict[str, float] = field(default_factory=dict)
     budget_messages: int = 500
     observer: dict[str, str] | None = None
     deviations: tuple[Deviation, ...] = ()
 
+    def recipient(self, n: int) -> str | None:
+        """The n-th recipient (from 0): the listed ones first, then the pattern's expansions."""
+        if n < len(self.recipients):
+            return self.recipients[n]
+        if self.recipient_pattern is None:
+            return None
+        return self.recipient_pattern.replace("{n}", str(n))
+
+    def may_receive(self, address: str) -> bool:
+        """Whether the harness may send DATA to ``address`` (domain compared without case)."""
+        local, _, domain = address.rpartition("@")
+        wanted = f"{local}@{domain.lower().rstrip('.')}"
+        listed = {_norm(r) for r in self.recipients}
+        if wanted in listed:
+            return True
+        if self.recipient_pattern is None:
+            return False
+        head, _, tail = _norm(self.recipient_pattern).partition("{n}")
+        middle = wanted[len(head) : len(wanted) - len(tail)]
+        return (
+            wanted.startswith(head)
+            and wanted.endswith(tail)
+            and len(wanted) > len(head) + len(tail)
+            and middle.isdigit()
+            and middle.isascii()
+        )
+
     def deviation_for(self, scenario_id: str) -> Deviation | None:
         return next((d for d in self.deviations if d.matches(scenario_id)), None)
 
 
-VARIABLE = re.compile(r"\$\{([a-z_]+(?:\.[a-z0-9_]+)*)\}")
+# ``${root.name}`` or ``${root.name|transform}``: a transform is a name from a fixed list
+# (scenario schema, ``$defs/variable_transform``), never an expression.
+VARIABLE = re.compile(r"\$\{([a-z_]+(?:\.[a-z0-9_]+)*)(?:\|([a-z_]+))?\}")
+
+
+def _norm(address: str) -> str:
+    local, _, domain = address.strip("<>").rpartition("@")
+    return f"{local}@{domain.lower().rstrip('.')}"

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import os
+import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .budget import TargetBudget
 from .driver import Driver
 from .errors import ScenarioError, TransportError
-from .expect import Observation
+from .expect import Observation, ids_of
+from .idregistry import IdRegistry
 from .messages import build, size_value, unescape
 from .model import Profile, Step
 from .observer import delivered_copy
+from .reply import Reply
 from .transcript import Transcript
 from .variables import MissingValue, resolve
 
@@ -37,6 +39,7 @@ class Context:
     driver: Driver
     transcript: Transcript
     budget: TargetBudget
+    ids: IdRegistry
     destructive: bool = False
     recipients: list[str] = field(default_factory=list)  # accepted in this transaction
     seen_ids: set[str] = field(default_factory=set)
@@ -117,8 +120,13 @@ async def _starttls(ctx: Context, s: Step) -> Observation:
 
 def _expects_failure(s: Step, args: dict[str, Any]) -> bool:
     role = args.get("key")
-    plain = role in GOOD_ROLES and not any(
-        k in args for k in ("secret", "payload", "authzid", "username", "cancel")
+    plain = (
+        role in GOOD_ROLES
+        and str(args.get("mechanism", "PLAIN")).upper() in ("PLAIN", "LOGIN")
+        and not any(
+            k in args
+            for k in ("secret", "payload", "authzid", "username", "cancel", "oversize_answer")
+        )
     )
     must = s.expect.must
     refusal = bool(must.refused) or bool(set(must.reply_class or ()) & {4, 5})
@@ -128,7 +136,8 @@ def _expects_failure(s: Step, args: dict[str, Any]) -> bool:
 @step("auth")
 async def _auth(ctx: Context, s: Step) -> Observation:
     args: dict[str, Any] = dict(s.args)
-    mechanism = args.get("mechanism", "PLAIN")
+    mechanism = str(args.get("mechanism", "PLAIN"))  # sent as written: case is the client's
+    spoken = mechanism.upper()
     username = args.get("username", USERNAME)
     role = args.get("key")
     secret = key_secret(ctx.profile, role) if role else str(args.get("secret", ""))
@@ -144,25 +153,43 @@ async def _auth(ctx: Context, s: Step) -> Observation:
     driver = ctx.driver
     if "payload" in args:
         reply = await driver.command(f"AUTH {mechanism} {args['payload']}")
-    elif args.get("cancel"):
+    elif "oversize_answer" in args:
+        # A client (or an attacker) answering a challenge with a line longer than any
+        # credential: the server must refuse it with a reply, not a crash or a hang.
         reply = await driver.command(f"AUTH {mechanism}")
         if reply.code == 334:
-            reply = await driver.command("*")
-    elif mechanism == "PLAIN":
+            size = int(args["oversize_answer"])
+            filler = ("QUFB" * (size // 4 + 1))[:size]
+            reply = await driver.command(filler, shown=f"<{size} octets of base64>")
+    elif args.get("cancel"):
+        # The observation stays the reply to AUTH itself (a 334 means the name was taken).
+        reply = await driver.command(f"AUTH {mechanism}")
+        if reply.code == 334:
+            await driver.command("*")
+    elif spoken == "PLAIN":
         authzid = args.get("authzid", "")
         blob = base64.b64encode(f"{authzid}\0{username}\0{secret}".encode()).decode()
         if args.get("initial_response", True):
-            reply = await driver.command(f"AUTH PLAIN {blob}", shown=f"AUTH PLAIN {label}")
+            reply = await driver.command(
+                f"AUTH {mechanism} {blob}", shown=f"AUTH {mechanism} {label}"
+            )
         else:
-            reply = await driver.command("AUTH PLAIN")
+            reply = await driver.command(f"AUTH {mechanism}")
             if reply.code == 334:
                 reply = await driver.command(blob, shown=label)
-    else:
-        reply = await driver.command("AUTH LOGIN")
+    elif spoken == "LOGIN":
+        reply = await driver.command(f"AUTH {mechanism}")
         if reply.code == 334:
             reply = await driver.command(base64.b64encode(username.encode()).decode())
         if reply.code == 334:
             reply = await driver.command(base64.b64encode(secret.encode()).decode(), shown=label)
+    else:
+        # A mechanism the harness does not speak (the probe is that it is refused): no secret
+        # goes out; a challenge is cancelled (RFC 4954 §4).
+        # The observation stays the reply to AUTH itself (a 334 means the name was taken).
+        reply = await driver.command(f"AUTH {mechanism}")
+        if reply.code == 334:
+            await driver.command("*")
     # Only a judged credential counts against us (535, or a 421 block).
     counted = reply.code in (535, 421)
     if counted and reservation is None and not ctx.destructive:
@@ -221,11 +248,6 @@ async def _mail(ctx: Context, s: Step) -> Observation:
     return _observe(ctx, await ctx.driver.command(line))
 
 
-@functools.lru_cache(maxsize=16)
-def _allowed(recipients: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(_normalized(r) for r in recipients)
-
-
 def _normalized(address: str) -> str:
     local, _, domain = address.strip("<>").rpartition("@")
     return f"{local}@{domain.lower().rstrip('.')}"
@@ -240,11 +262,12 @@ async def _rcpt(ctx: Context, s: Step) -> Observation:
     if "to" in args:
         addresses = [args["to"]] * count
     else:
-        if count > len(ctx.profile.recipients):
+        if ctx.profile.recipient(count - 1) is None:
             raise NotVerified(
-                f"the scenario needs {count} recipients; the profile lists {len(ctx.profile.recipients)}"
+                f"the scenario needs {count} recipients; the profile lists "
+                f"{len(ctx.profile.recipients)} and has no recipient_pattern"
             )
-        addresses = list(ctx.profile.recipients[:count])
+        addresses = [str(ctx.profile.recipient(n)) for n in range(count)]
     reply = None
     for address in addresses:
         path = address if address.startswith("<") else f"<{address}>"
@@ -259,8 +282,7 @@ async def _rcpt(ctx: Context, s: Step) -> Observation:
 @step("data")
 async def _data(ctx: Context, s: Step) -> Observation:
     spec = ctx.resolve(s.args or {})
-    allowed = _allowed(ctx.profile.recipients)
-    strangers = [r for r in ctx.recipients if r not in allowed]
+    strangers = [r for r in ctx.recipients if not ctx.profile.may_receive(r)]
     if strangers:
         raise ScenarioError(
             f"{s.location}: refusing to send DATA to {', '.join(strangers)}: "
@@ -273,10 +295,51 @@ async def _data(ctx: Context, s: Step) -> Observation:
     ctx.last_message_id = _message_id(message)
     if ctx.recipients:
         ctx.budget.spend_message()
-    start, final = await ctx.driver.data(message, verbatim)
-    observation = _observe(ctx, final if final is not None else start)
+    pace = spec.get("pace")
+    if pace is not None:
+        start, final = await _paced_data(ctx, message, int(pace["chunks"]), pace["interval"])
+    else:
+        start, final = await ctx.driver.data(message, verbatim)
+    reply = final if final is not None else start
+    repeated: set[str] = set()
+    if reply.code == 250:
+        # Ids are unique across the whole run, whichever worker saw them first.
+        repeated = ctx.ids.claim(ids_of(reply) or [])
+    observation = _observe(ctx, reply)
+    if repeated:
+        observation = replace(observation, seen_ids=observation.seen_ids | repeated)
     ctx.recipients.clear()
     return observation
+
+
+async def _paced_data(
+    ctx: Context, message: bytes, chunks: int, interval: float | str
+) -> tuple[Reply, Reply | None]:
+    """DATA sent slowly but steadily: ``chunks`` pieces, ``interval`` seconds apart.
+
+    RFC 5321 §4.5.3.2.6 gives the server's DATA timeout per block received, not for the whole
+    upload: a client that keeps sending is not idle, however long the message takes.
+    """
+    if isinstance(interval, str):
+        idle = ctx.profile.limits.get("idle_timeout")
+        if idle is None:
+            raise NotVerified("the profile has no limits.idle_timeout")
+        interval = float(idle) / int(interval.partition("/")[2])
+    start = await ctx.driver.command("DATA")
+    if start.code != 354:
+        return start, None
+    payload = re.sub(rb"(?m)^\.", b"..", message) + b".\r\n"
+    # Cut at line ends, so that each piece is whole lines the server can take in.
+    lines = payload.splitlines(keepends=True)
+    per = max(1, -(-len(lines) // chunks))
+    pieces = [b"".join(lines[i : i + per]) for i in range(0, len(lines), per)]
+    for n, piece in enumerate(pieces):
+        if n:
+            await asyncio.sleep(float(interval))
+        await ctx.driver.write(
+            piece, shown=f"<message piece {n + 1}/{len(pieces)}, {len(piece)} octets>"
+        )
+    return start, await ctx.driver.read_reply()
 
 
 def _message_id(message: bytes) -> str | None:

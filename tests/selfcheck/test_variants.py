@@ -19,11 +19,20 @@ from conformance.loader import load_scenarios
 from conformance.model import KeyRef, Profile, Scenario, Tls, Verdict
 from reference_server.session import AnypostSMTP
 
-from ..support import KEYS, OUTSIDE_ALLOWED, UNVERIFIED, VERIFIED, ServerThread, make_config
+from ..support import (
+    KEYS,
+    OTHER_TEAM,
+    OUTSIDE_ALLOWED,
+    UNVERIFIED,
+    VERIFIED,
+    ServerThread,
+    make_config,
+)
 from .variants import CATALOGUE_PROOF, SMTP_OPTIONS, VARIANTS, smtp_with
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "scenarios"
 THRESHOLD, COOLDOWN = 3, 1.0
+IDLE_TIMEOUT = 4.0  # the slow-upload scenario sends for longer than this
 
 
 def catalogue() -> dict[str, Scenario]:
@@ -53,12 +62,15 @@ def profile(server: ServerThread) -> Profile:
             "verified": VERIFIED,
             "outside_allowed": OUTSIDE_ALLOWED,
             "unverified": UNVERIFIED,
+            "other_team": OTHER_TEAM,
         },
         recipients=tuple(f"r{i}@sink.test" for i in range(30)),
+        recipient_pattern="r+{n}@sink.test",
         limits={
             "message_size": 5242880.0,
             "auth_failure_threshold": float(THRESHOLD),
             "auth_failure_cooldown": COOLDOWN,
+            "idle_timeout": IDLE_TIMEOUT,
         },
         observer={"kind": "maildir", "path": str(server.config.spool / "maildir")},
     )
@@ -72,7 +84,12 @@ def keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def start(name: str | None, tmp_path: Path) -> ServerThread:
-    config = make_config(tmp_path, auth_failure_threshold=THRESHOLD, auth_failure_cooldown=COOLDOWN)
+    config = make_config(
+        tmp_path,
+        auth_failure_threshold=THRESHOLD,
+        auth_failure_cooldown=COOLDOWN,
+        idle_timeout=IDLE_TIMEOUT,
+    )
     if name is None:
         return ServerThread(config).start()
     variant = VARIANTS[name]

@@ -529,3 +529,9 @@ CATALOGUE_PROOF: dict[str, str] = {
     "security/bare-lf-dot-does-not-end-data": "lenient-end-of-data",
     "security/bare-cr-dot-does-not-end-data": "lenient-end-of-data",
 }
+
+# The variants of the scenarios that read the whole contract live in their own module.
+from .variants_catalogue import EXTRA_PROOF, EXTRA_VARIANTS  # noqa: E402  # needs Variant above
+
+VARIANTS.update(EXTRA_VARIANTS)
+CATALOGUE_PROOF.update(EXTRA_PROOF)
