@@ -539,6 +539,7 @@ CATALOGUE_PROOF: dict[str, str] = {
 
 # The variants of the scenarios that read the whole contract live in their own module.
 from .variants_catalogue import EXTRA_PROOF, EXTRA_VARIANTS  # noqa: E402  # needs Variant above
+from .variants_from import FROM_PROOF, FROM_VARIANTS  # noqa: E402  # needs Variant above
 
-VARIANTS.update(EXTRA_VARIANTS)
-CATALOGUE_PROOF.update(EXTRA_PROOF)
+VARIANTS.update(EXTRA_VARIANTS | FROM_VARIANTS)
+CATALOGUE_PROOF.update(EXTRA_PROOF | FROM_PROOF)
