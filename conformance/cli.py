@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="SHOULD-level expectations fail the run too"
     )
     run.add_argument("-q", "--quiet", action="store_true", help="less pytest output")
+    run.add_argument(
+        "--examples", type=int, help="examples per property-based scenario (default 40)"
+    )
+    run.add_argument(
+        "--seconds", type=float, help="seconds of generation per property-based scenario"
+    )
+    run.add_argument("--seed", type=int, help="hypothesis seed, to reproduce a reported failure")
 
     serve = sub.add_parser("serve", help="run the reference server in the foreground")
     serve.add_argument("--config", type=Path, help="server configuration (default: the sample)")
@@ -202,6 +209,13 @@ def _pytest_command(
         command.append("--conformance-strict")
     if args.quiet:
         command.append("-q")
+    for option, value in (
+        ("examples", args.examples),
+        ("seconds", args.seconds),
+        ("seed", args.seed),
+    ):
+        if value is not None:
+            command += [f"--conformance-{option}", str(value)]
     return command
 
 

@@ -53,7 +53,7 @@ from .model import (
     fails_run,
 )
 from .reply import Reply
-from .steps import REGISTRY, Context, NotVerified, PreconditionFailed
+from .steps import REGISTRY, Context, GenerationSettings, NotVerified, PreconditionFailed
 from .transcript import Redactor, Transcript
 
 
@@ -216,6 +216,7 @@ async def run_scenario(
     )
     ids = IdRegistry(f"{profile.host}:{sorted(profile.ports.values())}")
     ctx = Context(profile, port, driver, transcript, budget, ids, scenario.destructive)
+    ctx.generation = GenerationSettings.from_environment(profile)
     cooldown = float(profile.limits.get("auth_failure_cooldown") or 0)
     deadline = profile.scenario_deadline + cooldown * (2 + _count_auth(scenario.steps))
     try:

@@ -52,6 +52,7 @@ ACTIONS = (
     "observe",
     "login",
     "wait",
+    "generate",
 )
 VARIABLE_ROOTS = {"domains", "recipients", "limits", "target"}
 # What a step is expected to do when the scenario does not say: succeed.
@@ -73,6 +74,7 @@ DEFAULT_EXPECT: dict[str, ReplyMatch | None] = {
     "raw": None,
     "repeat": None,
     "observe": None,
+    "generate": None,
 }
 
 
@@ -387,6 +389,7 @@ def load_profile(path: Path) -> Profile:
         recipient_pattern=doc.get("recipient_pattern"),
         limits=dict(doc.get("limits", {})),
         budget_messages=int(doc.get("budget", {}).get("messages", 500)),
+        generated=dict(doc.get("generated", {})),
         observer=observer,
         deviations=tuple(
             Deviation(d["scenario"], d["reason"], date.fromisoformat(d["expires"]))

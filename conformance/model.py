@@ -203,6 +203,7 @@ class Profile:
     recipient_pattern: str | None = None  # e.g. sink+{n}@sink.test: {n} only in the local part
     limits: dict[str, float] = field(default_factory=dict)
     budget_messages: int = 500
+    generated: dict[str, float] = field(default_factory=dict)  # examples, seconds, seed
     observer: dict[str, str] | None = None
     deviations: tuple[Deviation, ...] = ()
 

@@ -59,6 +59,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--conformance-report-dir", metavar="DIR", help="write conformance.json/.md/.html here"
     )
+    # Bounds of the property-based (generate) steps; they win over the profile's generated:.
+    group.addoption("--conformance-examples", type=int, metavar="N", help="examples per property")
+    group.addoption(
+        "--conformance-seconds", type=float, metavar="S", help="seconds of generation per property"
+    )
+    group.addoption("--conformance-seed", type=int, metavar="N", help="hypothesis seed to reuse")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,6 +80,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except ProfileError as exc:
         raise pytest.UsageError(f"invalid target profile:\n{exc}") from None
     config.stash[_PROFILE] = profile
+    for option, variable in (
+        ("--conformance-examples", "ANYPOST_CONFORMANCE_EXAMPLES"),
+        ("--conformance-seconds", "ANYPOST_CONFORMANCE_SECONDS"),
+        ("--conformance-seed", "ANYPOST_CONFORMANCE_SEED"),
+    ):
+        value = config.getoption(option)
+        if value is not None:
+            os.environ[variable] = str(value)  # read by every worker's engine
     os.environ.setdefault("ANYPOST_CONFORMANCE_RUN", uuid.uuid4().hex)
     if not hasattr(config, "workerinput"):
         _check_reachable(profile)

@@ -55,6 +55,29 @@ class PreconditionFailed(Exception):
         return self.reason
 
 
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Bounds of the property-based steps: the profile's ``generated:`` block, then the CLI."""
+
+    examples: int = 40
+    seconds: float = 30.0
+    seed: int | None = None
+
+    @classmethod
+    def from_environment(cls, profile: Profile) -> GenerationSettings:
+        # The plugin puts the command line's choices in the environment, which every
+        # pytest-xdist worker inherits.
+        env = os.environ
+        examples = env.get("ANYPOST_CONFORMANCE_EXAMPLES") or profile.generated.get("examples")
+        seconds = env.get("ANYPOST_CONFORMANCE_SECONDS") or profile.generated.get("seconds")
+        chosen = env.get("ANYPOST_CONFORMANCE_SEED") or profile.generated.get("seed")
+        return cls(
+            int(examples) if examples is not None else cls.examples,
+            float(seconds) if seconds is not None else cls.seconds,
+            int(chosen) if chosen is not None else None,
+        )
+
+
 @dataclass
 class Context:
     profile: Profile
@@ -68,6 +91,7 @@ class Context:
     seen_ids: set[str] = field(default_factory=set)
     last_message_id: str | None = None
     run_step: Callable[[Step], Awaitable[None]] | None = None
+    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings())
 
     def resolve(self, value: Any) -> Any:
         try:
@@ -524,3 +548,88 @@ async def _observe_copy(ctx: Context, s: Step) -> Observation:
             problems.append(f"expected the delivered body to contain {needle!r}")
     ctx.transcript.event(f"observed the delivered copy of {ctx.last_message_id}")
     return _observe(ctx, None, error="; ".join(problems) or None)
+
+
+@step("generate")
+async def _generate(ctx: Context, s: Step) -> Observation:
+    """A differential property: hypothesis writes the headers (``generated``), each example is
+    one transaction on this session, and the oracle's verdict is held against the reply."""
+    from . import generated  # hypothesis and the RFC 5322 grammar load only when needed
+
+    args = ctx.resolve(s.args)
+    family = args["family"]
+    key = args.get("key", "send_only")
+    permitted = [
+        ctx.profile.domains[r] for r in ("verified", "outside_allowed") if r in ctx.profile.domains
+    ]
+    if not permitted or "unverified" not in ctx.profile.domains:
+        raise NotVerified("the profile needs domains.verified and domains.unverified")
+    if key != "send_only" and "outside_allowed" in ctx.profile.domains:
+        permitted = permitted[:1]  # a restricted key may use only its own allowed domain
+    others = [
+        ctx.profile.domains[r] for r in ("unverified", "other_team") if r in ctx.profile.domains
+    ]
+    allowed = frozenset(d.lower().rstrip(".") for d in permitted)
+    strategy: Any
+    judge: Callable[[generated.Probe], generated.Verdict]
+    if family == "control":
+        strategy, judge = generated.control_probes(), generated.judge_control
+    else:
+        strategy = generated.author_probes(family, permitted, others)
+        judge = functools.partial(generated.judge_author, permitted=allowed)
+    config = ctx.generation
+    limits = generated.Settings(
+        examples=int(args.get("examples", config.examples)),
+        seconds=float(args.get("seconds", config.seconds)),
+        seed=config.seed,
+    )
+    recipient = ctx.profile.recipients[0]
+    loop = asyncio.get_running_loop()
+
+    async def one(probe: generated.Probe) -> int | None:
+        if not ctx.driver.connected:
+            await _connect(ctx, Step("connect", None, s.expect, s.location))
+            login = await _login(ctx, Step("login", {"key": key}, s.expect, s.location))
+            if login.reply is None or login.reply.code != 235:
+                raise TransportError(f"could not log in again: {login.reply}", closed=False)
+        mail = await ctx.driver.command(f"MAIL FROM:<probe@{permitted[0]}>")
+        if mail.reply_class != 2:
+            raise TransportError(f"MAIL FROM was refused: {mail}", closed=False)
+        rcpt = await ctx.driver.command(f"RCPT TO:<{recipient}>")
+        if rcpt.reply_class != 2:
+            raise TransportError(f"RCPT TO was refused: {rcpt}", closed=False)
+        ctx.recipients[:] = [_normalized(recipient)]
+        headers = [{"name": n, "value": v} for n, v in probe.headers]
+        spec = {"from_header": False, "to": recipient, "headers": headers, "text": "Generated."}
+        if family == "control":
+            spec = {"from": f"probe@{permitted[0]}", "to": recipient, "headers": headers}
+        message, _ = build(spec, ctx.size_limit())
+        ctx.budget.spend_message()
+        ctx.transcript.event(f"example: {probe.describe()}")
+        start, final = await ctx.driver.data(message)
+        ctx.recipients.clear()
+        reply = final if final is not None else start
+        if reply.code == 250:
+            ctx.ids.claim(ids_of(reply) or [])
+        # A 4xx says nothing of the header (RFC 5321 §4.2.1): no verdict for this example.
+        return None if reply.reply_class == 4 else reply.code
+
+    def submit(probe: generated.Probe) -> int | None:
+        return asyncio.run_coroutine_threadsafe(one(probe), loop).result()
+
+    result = await asyncio.to_thread(
+        generated.run_property,
+        strategy,
+        judge,
+        submit,
+        limits,
+        random.SystemRandom().getrandbits(32),
+    )
+    ctx.transcript.event(
+        f"hypothesis seed {result.seed}: {result.examples} examples sent "
+        f"(rerun with --seed {result.seed})"
+    )
+    failure = None
+    if result.failure is not None:
+        failure = f"{result.failure}\n  seed: {result.seed} (rerun with --seed {result.seed})"
+    return _observe(ctx, None, error=failure)

@@ -17,7 +17,7 @@ from aiosmtpd.smtp import MISSING
 from reference_server import replies
 from reference_server.config import ApiKey
 from reference_server.handler import AnypostHandler
-from reference_server.headers import HeaderBlock
+from reference_server.headers import ControlValues, HeaderBlock, HeaderError
 from reference_server.message_ids import IdGenerator
 from reference_server.session import AnypostSMTP
 
@@ -77,14 +77,20 @@ class AnyTeamsDomain(AnypostHandler):
 
 
 class PerConnectionIds(AnypostHandler):
-    """An id generator per connection, seeded alike: every connection repeats the same ids."""
+    """An id generator per connection, seeded alike: every connection repeats the same ids.
+
+    (The copies are stored under fresh ids, since the event log refuses a repeated one; the
+    reply, which is what a client sees, carries the repeated ones.)"""
 
     async def submit(self, session: Any, envelope: Any, data: bytearray) -> str:
         generator = session.__dict__.setdefault(
             "variant_ids", IdGenerator(clock_ms=lambda: 1_764_547_200_000, random_bytes=bytes)
         )
-        self.ids = generator
-        return await super().submit(session, envelope, data)
+        reply = await super().submit(session, envelope, data)
+        stored = re.findall(r"email_[0-9a-f-]+", reply)
+        if not stored:
+            return reply
+        return self.accepted_reply(tuple(generator.new_id() for _ in stored))
 
 
 class DedupsMessageId(AnypostHandler):
@@ -227,6 +233,24 @@ class DecimalMegabytes(AnypostSMTP):
         await super().smtp_MAIL(arg)
 
 
+class TagsReadAsYaml(AnypostHandler):
+    """Reads X-Anypost-Tags with a YAML loader, which takes ['a'] and [a, b] for arrays."""
+
+    def read_control(self, block: HeaderBlock) -> ControlValues:
+        import yaml
+
+        fields = block.named("x-anypost-tags")
+        if len(fields) != 1:
+            return super().read_control(block)
+        try:
+            parsed = yaml.safe_load(fields[0].value)
+        except yaml.YAMLError:
+            raise HeaderError("control", "X-Anypost-Tags is not YAML") from None
+        if not isinstance(parsed, list):
+            raise HeaderError("control", "X-Anypost-Tags is not a list")
+        return ControlValues(tags=tuple(str(t) for t in parsed))
+
+
 EXTRA_VARIANTS: dict[str, Variant] = {
     "case-sensitive-domains": Variant(handler=CaseSensitiveDomains),
     "lower-case-only-domain-check": Variant(handler=LowerCaseOnlyDomainCheck),
@@ -242,6 +266,7 @@ EXTRA_VARIANTS: dict[str, Variant] = {
     "reads-any-auth-answer": Variant(smtp=ReadsAnyAuthAnswer),
     "refuses-body-parameter": Variant(smtp=RefusesBodyParameter),
     "decimal-megabytes": Variant(smtp=DecimalMegabytes),
+    "tags-read-as-yaml": Variant(handler=TagsReadAsYaml),
 }
 
 EXTRA_PROOF: dict[str, str] = {
@@ -261,4 +286,5 @@ EXTRA_PROOF: dict[str, str] = {
     "clients/over-long-auth-answer-refused": "reads-any-auth-answer",
     "clients/mail-body-8bitmime": "refuses-body-parameter",
     "clients/mail-size-under-limit-accepted": "decimal-megabytes",
+    "headers/generated-tags-values": "tags-read-as-yaml",
 }

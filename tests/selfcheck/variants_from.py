@@ -203,4 +203,6 @@ FROM_PROOF: dict[str, str] = {
     "sender/comment-address-refused": "lenient-email-parser",
     "sender/repeated-header-other-case-refused": "case-sensitive-header-names",
     "sender/well-formed-accepted": "sender-must-match-from",
+    "from/generated-from-spellings": "lenient-email-parser",
+    "sender/generated-sender-spellings": "lenient-email-parser",
 }
