@@ -251,6 +251,52 @@ class TagsReadAsYaml(AnypostHandler):
         return ControlValues(tags=tuple(str(t) for t in parsed))
 
 
+class CaseSensitiveMechanisms(AnypostSMTP):
+    """Matches SASL mechanism names as sent (aiosmtpd's own behaviour): "plain" is unknown."""
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        name = (arg or "").partition(" ")[0]
+        if name != name.upper():
+            await self.push("504 5.5.4 Unrecognized authentication type")
+            return
+        await super().smtp_AUTH(arg)
+
+
+class RefusesAuthParameter(AnypostSMTP):
+    """Does not know MAIL FROM's AUTH= parameter (aiosmtpd's own behaviour: 555)."""
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if arg and re.search(r"(?i)\sAUTH=", arg):
+            await self.push("555 5.5.4 MAIL FROM parameters not recognized or not implemented")
+            return
+        await super().smtp_MAIL(arg)
+
+
+class StarttlsInsideTls(AnypostSMTP):
+    """Answers 220 to STARTTLS on a session already in TLS (aiosmtpd's own behaviour)."""
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None:
+            await self.push("220 2.0.0 Ready to start TLS")
+            return
+        await super().smtp_STARTTLS(arg)
+
+
+class WholeDataTimeout(AnypostSMTP):
+    """Times the whole DATA upload against the idle timeout, from the DATA command on."""
+
+    def data_received(self, data: bytes) -> None:
+        super(AnypostSMTP, self).data_received(data)  # skips the per-read bookkeeping
+
+
+class NulPassesInMail(AnypostSMTP):
+    """Hands MAIL's argument on with a NUL in it (aiosmtpd's own behaviour)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._smtp_methods["MAIL"] = self.smtp_MAIL
+
+
 EXTRA_VARIANTS: dict[str, Variant] = {
     "case-sensitive-domains": Variant(handler=CaseSensitiveDomains),
     "lower-case-only-domain-check": Variant(handler=LowerCaseOnlyDomainCheck),
@@ -267,6 +313,11 @@ EXTRA_VARIANTS: dict[str, Variant] = {
     "refuses-body-parameter": Variant(smtp=RefusesBodyParameter),
     "decimal-megabytes": Variant(smtp=DecimalMegabytes),
     "tags-read-as-yaml": Variant(handler=TagsReadAsYaml),
+    "case-sensitive-mechanisms": Variant(smtp=CaseSensitiveMechanisms),
+    "refuses-auth-parameter": Variant(smtp=RefusesAuthParameter),
+    "starttls-inside-tls": Variant(smtp=StarttlsInsideTls),
+    "whole-data-timeout": Variant(smtp=WholeDataTimeout),
+    "nul-passes-in-mail": Variant(smtp=NulPassesInMail),
 }
 
 EXTRA_PROOF: dict[str, str] = {
@@ -287,4 +338,11 @@ EXTRA_PROOF: dict[str, str] = {
     "clients/mail-body-8bitmime": "refuses-body-parameter",
     "clients/mail-size-under-limit-accepted": "decimal-megabytes",
     "headers/generated-tags-values": "tags-read-as-yaml",
+    "clients/lower-case-plain-mechanism": "case-sensitive-mechanisms",
+    "clients/lower-case-login-mechanism": "case-sensitive-mechanisms",
+    "clients/mail-auth-param-empty": "refuses-auth-parameter",
+    "clients/mail-auth-param-address": "refuses-auth-parameter",
+    "clients/starttls-inside-tls-refused": "starttls-inside-tls",
+    "clients/slow-steady-upload-accepted": "whole-data-timeout",
+    "clients/nul-in-address-refused": "nul-passes-in-mail",
 }
