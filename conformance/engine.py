@@ -32,6 +32,7 @@ class Failure:
     level: Level
     problems: tuple[str, ...]
     transcript_at: int  # index into the transcript entries
+    requirement: str | None = None  # a wire rule's own id (RFC-9...); None: the scenario's
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,10 @@ class Outcome:
         if self.reason:
             lines.append(f"  reason: {self.reason}")
         for failure in self.failures + self.should_failures:
-            lines.append(f"  {failure.level.value} step '{failure.step}' ({failure.location}):")
+            rule = f" [{failure.requirement}]" if failure.requirement else ""
+            lines.append(
+                f"  {failure.level.value}{rule} step '{failure.step}' ({failure.location}):"
+            )
             lines += [f"    - {p}" for p in failure.problems]
         return "\n".join(lines)
 
@@ -137,6 +141,12 @@ async def run_scenario(
                 transcript.event(outcome.reason)
             finally:
                 await _finish(driver)
+                _wire_failures(ctx, "end of session (QUIT)", str(scenario.location), outcome)
+                if outcome.verdict is Verdict.PASSED and (
+                    outcome.failures
+                    or (outcome.should_failures and (strict or scenario.level is Level.SHOULD))
+                ):
+                    outcome.verdict = Verdict.FAILED
                 if scenario.destructive:
                     budget.record_block()
     except Exception:  # a bug of the harness: say so, never pass
@@ -223,6 +233,7 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
             error=exc.message,
             accepted_recipients=len(ctx.recipients),
         )
+    _wire_failures(ctx, s.describe(), str(s.location), outcome, at)
     if s.kind == "repeat":
         return
     if s.expect.must.closed and not observation.closed:
@@ -267,6 +278,23 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
     _remember_ids(ctx, reply)
 
 
+def _wire_failures(
+    ctx: Context, step: str, location: str, outcome: Outcome, at: int | None = None
+) -> None:
+    """What the server got wrong on the wire during a step, each a failure of its own rule;
+    the scenario goes on (the step's own expectation is judged as usual)."""
+    violations = ctx.driver.take_violations()
+    if not violations:
+        return
+    where = len(ctx.transcript) - 1 if at is None else at
+    by_rule: dict[tuple[str, Level], list[str]] = {}
+    for v in violations:
+        by_rule.setdefault((v.requirement, v.level), []).append(v.text)
+    for (rule, level), problems in by_rule.items():
+        failure = Failure(step, location, level, tuple(problems), where, rule)
+        (outcome.failures if level is Level.MUST else outcome.should_failures).append(failure)
+
+
 def _record(ctx: Context, s: Step, at: int, observation: Observation, verdict: str) -> StepRecord:
     entries = ctx.transcript.entries[at:]
     sent = next((e.text.split("\n")[0] for e in entries if e.direction == ">"), "")
@@ -276,7 +304,15 @@ def _record(ctx: Context, s: Step, at: int, observation: Observation, verdict: s
         reply = reply if len(reply) <= 120 else reply[:117] + "..."
     else:
         reply = observation.error or ("connection closed" if observation.closed else "no reply")
-    return StepRecord(title, verdict, reply, tuple(f"{e.direction} {e.text}" for e in entries))
+    lines = tuple(f"{e.direction} {_cut(e.text, STEP_LINE)}" for e in entries)
+    return StepRecord(title, verdict, reply, lines)
+
+
+STEP_LINE = 240  # characters of a transcript line in a step record (the transcript has it all)
+
+
+def _cut(text: str, size: int) -> str:
+    return text if len(text) <= size else text[: size - 3] + "..."
 
 
 def _resolved(ctx: Context, match: ReplyMatch) -> ReplyMatch:

@@ -21,12 +21,15 @@ REPORT_SCHEMA_VERSION = 1
 
 
 def _failure(f: Failure) -> dict[str, Any]:
-    return {
+    found = {
         "step": f.step,
         "location": f.location,
         "level": f.level.value,
         "problems": list(f.problems),
     }
+    if f.requirement:
+        found["requirement"] = f.requirement  # a wire rule broken on the way (RFC-9...)
+    return found
 
 
 def record(outcome: Outcome, deviation: str | None = None) -> dict[str, Any]:
@@ -61,8 +64,8 @@ def by_requirement(
     rows = []
     records = list(records)
     for rid, req in sorted(requirements.items(), key=lambda kv: _sort_key(kv[0])):
-        mine = [r for r in records if rid in r["requirements"]]
-        verdicts = {r["verdict"] for r in mine}
+        mine = [r for r in records if rid in r["requirements"] or _names(r, rid)]
+        verdicts = {_verdict_for(r, rid) for r in mine}
         if not mine:
             verdict = "not covered"
         elif "failed" in verdicts or "error" in verdicts:
@@ -85,6 +88,24 @@ def by_requirement(
             }
         )
     return rows
+
+
+def _names(record: dict[str, Any], rid: str) -> bool:
+    """The record failed a wire rule ``rid`` on the way (any scenario can)."""
+    return any(f.get("requirement") == rid for f in record["failures"] + record["should_failures"])
+
+
+def _verdict_for(record: dict[str, Any], rid: str) -> str:
+    """A record's verdict as far as ``rid`` goes: a failure of a wire rule is that rule's, not
+    the failure of the scenario's own requirements when nothing else failed."""
+    if _names(record, rid):
+        return (
+            "failed" if any(f.get("requirement") == rid for f in record["failures"]) else "passed"
+        )
+    found = record["failures"] + record["should_failures"]
+    if record["verdict"] == "failed" and found and all(f.get("requirement") for f in found):
+        return "passed"
+    return str(record["verdict"])
 
 
 def _sort_key(rid: str) -> tuple[str, int]:
