@@ -86,7 +86,7 @@ class Driver:
         self._closing: list[Connection] = []  # aborted, to be settled before the loop ends
         self._owed = 0  # replies the server still owes for what was sent
         self._violations: list[Violation] = []
-        self._dropped = 0  # violations past MAX_VIOLATIONS
+        self._unshown = 0  # violations past MAX_VIOLATIONS
         self.extensions: dict[str, str] | None = None  # of the last EHLO answered 250
         self.tls = False
         self.quit_sent = False
@@ -104,20 +104,20 @@ class Driver:
     def take_violations(self) -> list[Violation]:
         """The wire violations seen since the last call, for the engine to judge."""
         found, self._violations = self._violations, []
-        if self._dropped:
+        if self._unshown:
             found.append(
                 Violation(
                     found[-1].requirement if found else EXTRA_RULE,
                     Level.MUST,
-                    f"and {self._dropped} more breaches of the reply syntax (not shown)",
+                    f"and {self._unshown} more breaches of the reply syntax (not shown)",
                 )
             )
-            self._dropped = 0
+            self._unshown = 0
         return found
 
     def _violation(self, violation: Violation) -> None:
         if len(self._violations) >= MAX_VIOLATIONS:
-            self._dropped += 1
+            self._unshown += 1
         else:
             self._violations.append(violation)
 
@@ -169,9 +169,10 @@ class Driver:
         self.transcript.event(f"unreadable reply stream: {exc.message}")
         self.abort()
 
-    def _fail(self, message: str) -> TransportError:
+    def _fail(self, message: str, dropped: bool = False) -> TransportError:
+        """``dropped``: the server closed or reset the connection (see ``TransportError``)."""
         self.transcript.event(message)
-        return TransportError(message, closed=not self.connected)
+        return TransportError(message, closed=not self.connected, dropped=dropped)
 
     async def _read(self, what: str, timeout: float | None = None) -> Reply:
         conn = self._connection()
@@ -193,7 +194,7 @@ class Driver:
             if partial:
                 message += f" after {len(partial)} octets that are not a reply: {shown(partial)}"
             self.abort()
-            raise self._fail(message) from None
+            raise self._fail(message, dropped=True) from None
         except FramingError as exc:
             self._broken(exc)
             raise self._fail(f"{what}: {exc.message}") from None
@@ -208,7 +209,7 @@ class Driver:
             self._connection().write(data)
         except (Closed, OSError) as exc:
             self.abort()
-            raise self._fail(f"{what}: cannot send, {exc}") from None
+            raise self._fail(f"{what}: cannot send, {exc}", dropped=True) from None
 
     # --- operations ----------------------------------------------------------------------
     async def connect(self) -> Reply:
@@ -283,7 +284,7 @@ class Driver:
             return None
         except Closed as exc:
             self.abort()
-            raise self._fail(f"waiting for silence: {exc}") from None
+            raise self._fail(f"waiting for silence: {exc}", dropped=True) from None
         except FramingError as exc:
             self._broken(exc)
             raise self._fail(f"waiting for silence: {exc.message}") from None

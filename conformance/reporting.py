@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from .engine import Failure, Outcome
-from .model import Requirement
+from .model import Requirement, Verdict, worst
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -32,7 +32,13 @@ def _failure(f: Failure) -> dict[str, Any]:
     return found
 
 
-def record(outcome: Outcome, deviation: str | None = None) -> dict[str, Any]:
+def record(outcome: Outcome, deviation: str | None = None, strict: bool = False) -> dict[str, Any]:
+    """One scenario run as JSON: the verdict model of ``model.Verdict`` made explicit.
+
+    ``verdict`` is the scenario's verdict; ``judged_level`` the level of what decided it;
+    ``blocked_by`` the requirement a blocked run is charged to; ``fails_run`` whether it makes
+    the run exit 1 (``model.fails_run``, with the run's --strict).
+    """
     s = outcome.scenario
     redact = outcome.transcript.redact
     return {
@@ -45,6 +51,9 @@ def record(outcome: Outcome, deviation: str | None = None) -> dict[str, Any]:
         "destructive": s.destructive,
         "location": str(s.location),
         "verdict": outcome.verdict.value,
+        "judged_level": outcome.judged_level.value,
+        "blocked_by": outcome.blocked_by,
+        "fails_run": outcome.fails_run(strict),
         "reason": redact(outcome.reason),
         "deviation": deviation,
         "failures": [_failure(f) for f in outcome.failures],
@@ -61,51 +70,80 @@ def record(outcome: Outcome, deviation: str | None = None) -> dict[str, Any]:
 def by_requirement(
     records: Iterable[dict[str, Any]], requirements: dict[str, Requirement]
 ) -> list[dict[str, Any]]:
+    """One row per requirement.
+
+    A requirement's verdict is the worst verdict (``model.VERDICT_ORDER``) of the runs that
+    judge it at its own level: its scenarios of the same level, and the runs of other
+    scenarios blocked by it (a precondition or incidental check of this requirement failed
+    there: failed). An own run that was blocked makes it "blocked" (not judged), never
+    "failed". A scenario of another level (a SHOULD scenario naming a MUST requirement) and a
+    ``should:`` expectation that was not met only add ``warnings``; a blocked run is never
+    charged to the scenario's own requirements. "not covered": no run judged it.
+    """
     rows = []
     records = list(records)
     for rid, req in sorted(requirements.items(), key=lambda kv: _sort_key(kv[0])):
-        mine = [r for r in records if rid in r["requirements"] or _names(r, rid)]
-        verdicts = {_verdict_for(r, rid) for r in mine}
-        if not mine:
-            verdict = "not covered"
-        elif "failed" in verdicts or "error" in verdicts:
-            verdict = "failed"
-        elif "inconclusive" in verdicts:
-            verdict = "inconclusive"
-        elif verdicts == {"not verified"}:
-            verdict = "not verified"
-        elif "passed" in verdicts and any(r["should_failures"] for r in mine):
-            verdict = "passed with warnings"
-        else:
-            verdict = "passed"
+        level = req.level.value
+        own = [r for r in records if rid in r["requirements"] and r["level"] == level]
+        blocking = [
+            r
+            for r in records
+            if r.get("blocked_by") == rid and r.get("judged_level", "MUST") == level
+        ]
+        # A breach of a wire rule (RFC-9...) fails that rule in whichever scenario it happened.
+        wire = [r for r in records if _names(r, rid)]
+        verdicts = (
+            [_own_verdict(r) for r in own]
+            + [Verdict.FAILED for _ in blocking]
+            + [Verdict.FAILED for _ in wire]
+        )
+        found = worst(verdicts)
+        named = [r for r in records if rid in r["requirements"] or r in wire]
+        warnings = sorted(
+            {
+                _run(r)
+                for r in named
+                if (r["level"] != level and r["verdict"] != Verdict.PASSED.value)
+                or r["should_failures"]
+            }
+        )
         rows.append(
             {
                 "id": rid,
-                "level": req.level.value,
+                "level": level,
                 "text": req.text,
-                "verdict": verdict,
-                "scenarios": sorted({f"{r['scenario']}[{r['port']}]" for r in mine}),
+                "verdict": "not covered" if found is None else found.value,
+                "scenarios": sorted({_run(r) for r in named}),
+                "blocked": sorted(
+                    {_run(r) for r in named if r["verdict"] == Verdict.BLOCKED.value}
+                ),
+                "blocking": sorted({_run(r) for r in blocking}),
+                "warnings": warnings,
             }
         )
     return rows
 
 
 def _names(record: dict[str, Any], rid: str) -> bool:
-    """The record failed a wire rule ``rid`` on the way (any scenario can)."""
+    """The record broke the wire rule ``rid`` on the way (any scenario can)."""
     return any(f.get("requirement") == rid for f in record["failures"] + record["should_failures"])
 
 
-def _verdict_for(record: dict[str, Any], rid: str) -> str:
-    """A record's verdict as far as ``rid`` goes: a failure of a wire rule is that rule's, not
-    the failure of the scenario's own requirements when nothing else failed."""
-    if _names(record, rid):
-        return (
-            "failed" if any(f.get("requirement") == rid for f in record["failures"]) else "passed"
-        )
+def _own_verdict(record: dict[str, Any]) -> Verdict:
+    """A record's verdict for its own requirements: a run that failed only by breaches of wire
+    rules (each charged to its rule) passed as far as they go."""
     found = record["failures"] + record["should_failures"]
-    if record["verdict"] == "failed" and found and all(f.get("requirement") for f in found):
-        return "passed"
-    return str(record["verdict"])
+    if (
+        record["verdict"] == Verdict.FAILED.value
+        and found
+        and all(f.get("requirement") for f in found)
+    ):
+        return Verdict.PASSED
+    return Verdict(record["verdict"])
+
+
+def _run(r: dict[str, Any]) -> str:
+    return f"{r['scenario']}[{r['port']}]"
 
 
 def _sort_key(rid: str) -> tuple[str, int]:
