@@ -64,6 +64,7 @@ class Failure:
     level: Level
     problems: tuple[str, ...]
     transcript_at: int  # index into the transcript entries
+    requirement: str | None = None  # a wire rule's own id (RFC-9...); None: the scenario's
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,10 @@ class Outcome:
         if self.reason:
             lines.append(f"  reason: {self.reason}")
         for failure in self.failures + self.should_failures:
-            lines.append(f"  {failure.level.value} step '{failure.step}' ({failure.location}):")
+            rule = f" [{failure.requirement}]" if failure.requirement else ""
+            lines.append(
+                f"  {failure.level.value}{rule} step '{failure.step}' ({failure.location}):"
+            )
             lines += [f"    - {p}" for p in failure.problems]
         return "\n".join(lines)
 
@@ -204,6 +208,19 @@ async def run_scenario(
         outcome.verdict = Verdict.NOT_VERIFIED
         outcome.reason = "needs an observer to read delivered copies; the profile has none"
         return outcome
+    for name, value in scenario.policy:
+        declared = profile.policy.get(name)
+        if declared != value:
+            outcome.verdict = Verdict.NOT_VERIFIED
+            outcome.reason = (
+                f"checks the choice policy.{name}: {value}, where the contract is silent; "
+                + (
+                    f"the profile declares {declared}"
+                    if declared
+                    else f"the profile declares no policy.{name}"
+                )
+            )
+            return outcome
     budget = budget_for(profile)
     ca = str(profile.tls.ca_file) if profile.tls.ca_file else None
     driver = Driver(
@@ -229,6 +246,8 @@ async def run_scenario(
                 transcript.event(outcome.reason)
             finally:
                 await _finish(driver)
+                _wire_failures(ctx, "end of session (QUIT)", str(scenario.location), outcome)
+                _grade_wire(outcome, strict)
                 if scenario.destructive:
                     budget.record_block()
     except Exception:  # a bug of the harness: say so, never pass
@@ -243,6 +262,19 @@ async def _finish(driver: Driver) -> None:
         await asyncio.wait_for(driver.finish(), driver.timeout + 1)
     except (TimeoutError, TransportError):
         driver.abort()
+
+
+def _grade_wire(outcome: Outcome, strict: bool) -> None:
+    """Breaches of the wire rules do not stop a scenario (its steps are still judged); they
+    fail it at the end, at their own level."""
+    if outcome.verdict is not Verdict.PASSED:
+        return
+    if any(f.requirement for f in outcome.failures):
+        outcome.verdict, outcome.level = Verdict.FAILED, Level.MUST
+    elif any(f.requirement for f in outcome.should_failures) and (
+        strict or outcome.scenario.level is Level.SHOULD
+    ):
+        outcome.verdict, outcome.level = Verdict.FAILED, Level.SHOULD
 
 
 def _count_auth(steps: tuple[Step, ...]) -> int:
@@ -320,6 +352,7 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
             error=exc.message,
             accepted_recipients=len(ctx.recipients),
         )
+    _wire_failures(ctx, s.describe(), str(s.location), outcome, at)
     if s.kind == "repeat":
         return
     if s.expect.must.closed and not observation.closed:
@@ -389,7 +422,7 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
         outcome.steps_run.append(_record(ctx, s, at, observation, "failed"))
         raise _Stop()
     if s.expect.should is not None:
-        should = judge(_resolved(ctx, s.expect.should), observation)
+        should = judge(_resolved(ctx, s.expect.should, must=False), observation)
         if should:
             outcome.should_failures.append(
                 Failure(s.describe(), location, Level.SHOULD, tuple(should), at)
@@ -399,6 +432,23 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
             return
     outcome.steps_run.append(_record(ctx, s, at, observation, "ok"))
     _remember_ids(ctx, reply)
+
+
+def _wire_failures(
+    ctx: Context, step: str, location: str, outcome: Outcome, at: int | None = None
+) -> None:
+    """What the server got wrong on the wire during a step, each a failure of its own rule;
+    the scenario goes on (the step's own expectation is judged as usual)."""
+    violations = ctx.driver.take_violations()
+    if not violations:
+        return
+    where = len(ctx.transcript) - 1 if at is None else at
+    by_rule: dict[tuple[str, Level], list[str]] = {}
+    for v in violations:
+        by_rule.setdefault((v.requirement, v.level), []).append(v.text)
+    for (rule, level), problems in by_rule.items():
+        failure = Failure(step, location, level, tuple(problems), where, rule)
+        (outcome.failures if level is Level.MUST else outcome.should_failures).append(failure)
 
 
 def _incidental(check: str, scenario: Scenario) -> bool:
@@ -449,11 +499,29 @@ def _record(
         reply = (
             what or observation.error or ("connection closed" if observation.closed else "no reply")
         )
-    return StepRecord(title, verdict, reply, tuple(f"{e.direction} {e.text}" for e in entries))
+    lines = tuple(f"{e.direction} {_cut(e.text, STEP_LINE)}" for e in entries)
+    return StepRecord(title, verdict, reply, lines)
 
 
-def _resolved(ctx: Context, match: ReplyMatch) -> ReplyMatch:
-    """The expectation with profile variables filled in (SIZE values, text patterns)."""
+STEP_LINE = 240  # characters of a transcript line in a step record (the transcript has it all)
+
+
+def _cut(text: str, size: int) -> str:
+    return text if len(text) <= size else text[: size - 3] + "..."
+
+
+def _resolved(ctx: Context, match: ReplyMatch, must: bool = True) -> ReplyMatch:
+    """The expectation with profile variables filled in (SIZE values, text patterns), and
+    without enhanced status codes where the target did not advertise ENHANCEDSTATUSCODES:
+    RFC 2034 §3 requires them only of a server that does (the contract's own example is
+    ``250 OK ids=...``). A MUST expectation of them cannot be judged there: not verified."""
+    if (match.enhanced or match.enhanced_every_line) and not ctx.enhanced_codes:
+        if must:
+            raise NotVerified(
+                "the target does not advertise ENHANCEDSTATUSCODES, so it owes no enhanced "
+                "status codes (RFC 2034 §3)"
+            )
+        match = replace(match, enhanced=None, enhanced_every_line=False)
     if not match.extension_values and not match.text:
         return match
     return replace(

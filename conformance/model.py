@@ -157,6 +157,9 @@ class Scenario:
     observer: bool = False
     destructive: bool = False
     description: str = ""
+    # A choice the contract leaves open that this scenario checks: it runs only when the
+    # profile's policy declares these values.
+    policy: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,7 @@ class Profile:
     generated: dict[str, float] = field(default_factory=dict)  # examples, seconds, seed
     observer: dict[str, str] | None = None
     deviations: tuple[Deviation, ...] = ()
+    policy: dict[str, str] = field(default_factory=dict)
 
     def recipient(self, n: int) -> str | None:
         """The n-th recipient (from 0): the listed ones first, then the pattern's expansions."""

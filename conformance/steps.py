@@ -92,6 +92,12 @@ class Context:
     last_message_id: str | None = None
     run_step: Callable[[Step], Awaitable[None]] | None = None
     generation: GenerationSettings = field(default_factory=lambda: GenerationSettings())
+    # Whether the last EHLO of this connection advertised ENHANCEDSTATUSCODES (RFC 2034).
+    enhanced_codes: bool = False
+
+    def learn(self, ehlo: Any) -> None:
+        if isinstance(ehlo, Reply) and ehlo.code == 250:
+            self.enhanced_codes = "ENHANCEDSTATUSCODES" in ehlo.extensions()
 
     def resolve(self, value: Any) -> Any:
         try:
@@ -182,6 +188,7 @@ async def _connect(ctx: Context, s: Step) -> Observation:
         raise NotVerified(f"the profile has no port named {name}")
     ctx.driver.port = ctx.profile.ports[name]
     ctx.recipients.clear()
+    ctx.enhanced_codes = False
     await ctx.budget.wait_unblocked()
     return _observe(ctx, await ctx.driver.connect())
 
@@ -189,7 +196,9 @@ async def _connect(ctx: Context, s: Step) -> Observation:
 @step("ehlo", "helo")
 async def _hello(ctx: Context, s: Step) -> Observation:
     ctx.recipients.clear()
-    return _observe(ctx, await ctx.driver.command(f"{s.kind.upper()} {ctx.resolve(s.args)}"))
+    reply = await ctx.driver.command(f"{s.kind.upper()} {ctx.resolve(s.args)}")
+    ctx.learn(reply)
+    return _observe(ctx, reply)
 
 
 @step("starttls")
@@ -307,6 +316,7 @@ async def _login(ctx: Context, s: Step) -> Observation:
         try:
             if action == "ehlo":
                 reply = await ctx.driver.command(hello)
+                ctx.learn(reply)
             elif not ctx.driver.tls:
                 reply = await ctx.driver.starttls()
             else:
@@ -490,9 +500,11 @@ async def _simple(ctx: Context, s: Step) -> Observation:
 @step("raw")
 async def _raw(ctx: Context, s: Step) -> Observation:
     args = ctx.resolve(s.args)
-    await ctx.driver.write(unescape(args["send"]))
     wanted = int(args.get("replies", 1))
-    if wanted == 0 or s.expect.must.no_reply:
+    silent = wanted == 0 or s.expect.must.no_reply
+    # The bytes owe ``wanted`` replies (the scenario's count); one more is an extra reply.
+    await ctx.driver.write(unescape(args["send"]), replies=0 if silent else wanted)
+    if silent:
         silent_for = min(ctx.profile.timeout, 2.0)
         return _observe(ctx, await ctx.driver.silence(silent_for))
     reply = None

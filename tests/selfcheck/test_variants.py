@@ -73,6 +73,7 @@ def profile(server: ServerThread) -> Profile:
             "idle_timeout": IDLE_TIMEOUT,
         },
         observer={"kind": "maildir", "path": str(server.config.spool / "maildir")},
+        policy={"duplicate_recipients": "one_id", "missing_from": "refuse"},
     )
 
 

@@ -41,12 +41,15 @@ def smtp_with(**options: Any) -> type[AnypostSMTP]:
 
 
 # --- TLS -----------------------------------------------------------------------------------
-class AdvertisesAuthBeforeTls(AnypostHandler):
+class NoStarttlsOffered(AnypostHandler):
+    """A port set up without its certificate: EHLO does not offer STARTTLS."""
+
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         lines = await super().handle_EHLO(server, session, envelope, hostname, responses)
-        return [*lines[:-1], "250-AUTH PLAIN LOGIN", lines[-1]]
+        kept = [line for line in lines if "STARTTLS" not in line.upper()]
+        return [*[line.replace("250 ", "250-", 1) for line in kept[:-1]], kept[-1]]
 
 
 class AdvertisesStarttlsAfterTls(AnypostHandler):
@@ -259,6 +262,26 @@ class NaiveFromParser(AnypostHandler):
         return [Found()]
 
 
+class AcceptsTwoFrom(AnypostHandler):
+    """Checks the mailboxes of every From header, but lets a message have several."""
+
+    def authors(self, block: HeaderBlock) -> list[Any]:
+        froms = block.named("from")
+        if len(froms) < 2:
+            return super().authors(block)
+        found: list[Any] = []
+        for header in froms:
+            found += super().authors(HeaderBlock((header,), block.body_offset))
+        return found
+
+
+class AcceptsMissingFrom(AnypostHandler):
+    """Lets a message without From through, adding nothing (the policy declared: refuse)."""
+
+    def authors(self, block: HeaderBlock) -> list[Any]:
+        return super().authors(block) if block.named("from") else []
+
+
 class IgnoresSenderHeader(AnypostHandler):
     def authors(self, block: HeaderBlock) -> list[Any]:
         without = HeaderBlock(
@@ -424,12 +447,63 @@ class LenientEndOfData(AnypostSMTP):
             self._reader.readuntil = original  # type: ignore[method-assign]
 
 
+# --- the wire ------------------------------------------------------------------------------
+class BareLfReplies(AnypostSMTP):
+    """Ends every reply line with a bare LF (RFC 5321 §2.3.8 wants CRLF)."""
+
+    async def push(self, status: Any) -> None:
+        writer = self._writer
+        original = writer.write
+
+        def write(data: bytes) -> None:
+            original(data[:-2] + b"\n" if data.endswith(b"\r\n") else data)
+
+        writer.write = write  # type: ignore[method-assign]
+        try:
+            await super().push(status)
+        finally:
+            writer.write = original  # type: ignore[method-assign]
+
+
+class _Verbatim(AnypostSMTP):
+    async def push_verbatim(self, status: str) -> None:
+        self._verbatim = True
+        try:
+            await self.push(status)
+        finally:
+            self._verbatim = False
+
+
+class NoopWithoutSeparator(_Verbatim):
+    async def smtp_NOOP(self, arg: str) -> None:
+        await self.push_verbatim("250OK")  # RFC 5321 §4.2: the code, then SP or "-"
+
+
+class NoopWithoutSpace(_Verbatim):
+    async def smtp_NOOP(self, arg: str) -> None:
+        await self.push_verbatim("250")  # §4.2.1: servers SHOULD send the SP anyway
+
+
+class NoopAnsweredTwice(AnypostSMTP):
+    async def smtp_NOOP(self, arg: str) -> None:
+        await super().smtp_NOOP(arg)
+        await super().smtp_NOOP(arg)  # §4.2: exactly one reply per command
+
+
+class MixedCodesInEhlo(AnypostHandler):
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        lines = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        return [*lines[:-1], "251-X-MIXED", lines[-1]]  # §4.2.1: one code on every line
+
+
 VARIANTS: dict[str, Variant] = {
     "plaintext-open": Variant(
         handler=AnonymousIsFirstKey,
         options={"require_starttls": False, "auth_required": False, "auth_require_tls": False},
     ),
-    "advertises-auth-before-tls": Variant(handler=AdvertisesAuthBeforeTls),
+    "no-starttls-offered": Variant(handler=NoStarttlsOffered),
     "judges-credentials-before-tls": Variant(smtp=JudgesCredentialsBeforeTls),
     "advertises-starttls-after-tls": Variant(handler=AdvertisesStarttlsAfterTls),
     "keeps-session-across-tls": Variant(smtp=KeepsSessionAcrossTls),
@@ -459,6 +533,8 @@ VARIANTS: dict[str, Variant] = {
     "from-unchecked": Variant(handler=FromUnchecked),
     "from-allowed-domains-ignored": Variant(handler=FromAllowedDomainsIgnored),
     "naive-from-parser": Variant(handler=NaiveFromParser),
+    "accepts-two-from": Variant(handler=AcceptsTwoFrom),
+    "accepts-missing-from": Variant(handler=AcceptsMissingFrom),
     "ignores-sender-header": Variant(handler=IgnoresSenderHeader),
     "size-off-by-one": Variant(smtp=OffByOne),
     "size-unenforced": Variant(smtp=SizeUnenforced),
@@ -476,10 +552,15 @@ VARIANTS: dict[str, Variant] = {
     "rcpt-without-mail-is-550": Variant(smtp=RcptWithoutMailIs550),
     "no-enhanced-codes": Variant(smtp=NoEnhancedCodes),
     "lenient-end-of-data": Variant(smtp=LenientEndOfData),
+    "bare-lf-replies": Variant(smtp=BareLfReplies),
+    "noop-without-separator": Variant(smtp=NoopWithoutSeparator),
+    "noop-without-space": Variant(smtp=NoopWithoutSpace),
+    "noop-answered-twice": Variant(smtp=NoopAnsweredTwice),
+    "mixed-codes-in-ehlo": Variant(handler=MixedCodesInEhlo),
 }
 
 CATALOGUE_PROOF: dict[str, str] = {
-    "starttls/plaintext-greeting-offers-starttls": "advertises-auth-before-tls",
+    "starttls/plaintext-greeting-offers-starttls": "no-starttls-offered",
     "starttls/upgrade-succeeds": "advertises-starttls-after-tls",
     "starttls/auth-refused-before-tls": "judges-credentials-before-tls",
     "starttls/auth-login-refused-before-tls": "plaintext-open",
@@ -517,8 +598,9 @@ CATALOGUE_PROOF: dict[str, str] = {
     "from/other-verified-domain-accepted": "only-primary-domain",
     "from/display-name-is-not-an-address": "naive-from-parser",
     "from/every-mailbox-checked": "naive-from-parser",
-    "from/missing-from-refused": "naive-from-parser",
-    "from/two-from-headers-refused": "naive-from-parser",
+    "from/missing-from-refused": "accepts-missing-from",
+    "from/second-from-header-checked": "naive-from-parser",
+    "from/two-from-headers-refused": "accepts-two-from",
     "from/sender-header-checked": "ignores-sender-header",
     "size/advertised": "size-not-advertised",
     "size/at-limit-accepted": "size-off-by-one",
@@ -548,6 +630,11 @@ CATALOGUE_PROOF: dict[str, str] = {
     "session/enhanced-status-codes": "no-enhanced-codes",
     "security/bare-lf-dot-does-not-end-data": "lenient-end-of-data",
     "security/bare-cr-dot-does-not-end-data": "lenient-end-of-data",
+    "wire/replies-end-with-crlf": "bare-lf-replies",
+    "wire/reply-lines-well-formed": "noop-without-separator",
+    "wire/multiline-codes-agree": "mixed-codes-in-ehlo",
+    "wire/one-reply-per-command": "noop-answered-twice",
+    "wire/space-after-code": "noop-without-space",
 }
 
 # The variants of the scenarios that read the whole contract live in their own module.
