@@ -143,3 +143,49 @@ def test_framing_any_bytes_give_replies_or_a_framing_error_never_a_crash(data: b
             assert not any(c in text for c in "\r\n\x00\x1b")
     except FramingError:
         pass
+
+
+def _record(requirements: list[str], failures: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "scenario": "s",
+        "port": "p",
+        "level": "MUST",
+        "requirements": requirements,
+        "verdict": "failed" if failures else "passed",
+        "failures": failures,
+        "should_failures": [],
+    }
+
+
+def test_reporting_wire_breach_is_charged_to_its_rule_unless_the_scenario_names_it() -> None:
+    from conformance.model import Requirement
+    from conformance.reporting import by_requirement
+
+    catalogue = {
+        rid: Requirement(rid, Level.MUST, "text", rid.split("-")[0])
+        for rid in ("SENDER-1", "RFC-4", "RFC-12")
+    }
+    extra = {"step": "x", "location": "f:1:1", "level": "MUST", "problems": ["extra"]}
+    records = [
+        _record(["SENDER-1"], [{**extra, "requirement": "RFC-12"}]),
+        _record(["RFC-4", "RFC-12"], [{**extra, "requirement": "RFC-12"}]),
+    ]
+    rows = {row["id"]: row["verdict"] for row in by_requirement(records, catalogue)}
+    assert rows == {"SENDER-1": "passed", "RFC-4": "failed", "RFC-12": "failed"}
+    rows = {row["id"]: row["verdict"] for row in by_requirement(records[:1], catalogue)}
+    assert rows == {"SENDER-1": "passed", "RFC-4": "not covered", "RFC-12": "failed"}
+
+
+def test_framing_reply_text_has_control_bytes_escaped() -> None:
+    [reply] = replies(b"250-SIZE 10\x1b[31m\r\n250 \x00HELP\r\n")
+    assert reply.lines == ("SIZE 10\\x1b[31m", "\\x00HELP")
+    assert "\x1b" not in str(reply) and "\x00" not in str(reply)
+
+
+def test_engine_failure_problems_are_capped() -> None:
+    from conformance.engine import PROBLEM_CAP, Failure
+
+    failure = Failure("EHLO x", "f:1:1", Level.MUST, ("y" * 5000, "short"), 0)
+    assert failure.problems[1] == "short"
+    assert len(failure.problems[0]) < PROBLEM_CAP + 40
+    assert failure.problems[0].endswith("[5000 characters in all]")
