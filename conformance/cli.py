@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-q", "--quiet", action="store_true", help="less pytest output")
     run.add_argument(
-        "--examples", type=int, help="examples per property-based scenario (default 40)"
+        "--examples", type=int, help="examples per property-based scenario (default 60)"
     )
     run.add_argument(
         "--seconds", type=float, help="seconds of generation per property-based scenario"

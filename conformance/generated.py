@@ -62,7 +62,7 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Settings:
-    examples: int = 40
+    examples: int = 60
     seconds: float = 30.0
     seed: int | None = None
 
@@ -240,7 +240,12 @@ def author_probes(draw: Any, field: str, permitted: list[str], others: list[str]
         "route",
     ]
     form = draw(st.sampled_from(["well-formed", "well-formed", *ambiguous]))
-    d1, d2 = draw(st.sampled_from(every)), draw(st.sampled_from(every))
+    # Which of the form's two addresses is on a permitted domain: the spoof puts the permitted
+    # one where a lenient reader looks (first) and another domain where a client may show it.
+    placing = draw(st.sampled_from(["spoof", "reversed", "both-permitted", "both-other"]))
+    mine, theirs = draw(st.sampled_from(permitted)), draw(st.sampled_from(every[len(permitted) :]))
+    d1 = mine if placing in ("spoof", "both-permitted") else theirs
+    d2 = theirs if placing in ("spoof", "both-other") else mine
     a, x = draw(_LOCAL), draw(_LOCAL)
     single = field == "sender"
     count = 1

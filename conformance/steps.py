@@ -59,7 +59,7 @@ class PreconditionFailed(Exception):
 class GenerationSettings:
     """Bounds of the property-based steps: the profile's ``generated:`` block, then the CLI."""
 
-    examples: int = 40
+    examples: int = 60
     seconds: float = 30.0
     seed: int | None = None
 
