@@ -132,19 +132,18 @@ def _names(record: dict[str, Any], rid: str) -> bool:
 
 
 def _own_verdict(record: dict[str, Any], rid: str) -> Verdict:
-    """A record's verdict for one of its own requirements: a run that failed only by breaches of
-    wire rules (each charged to its rule) passed as far as they go; a failure charged to another
-    of the scenario's requirements (``charged_to``) leaves this one passed when it came at the
-    last step, blocked when steps were left."""
+    """A record's verdict for one of its own requirements. A run that failed only by breaches
+    of wire rules it does not name (each charged to its rule) passed as far as they go; a
+    scenario that names the rule (the smuggling scenarios name RFC-12: a smuggled command's
+    reply is a reply too many) owns its breaches. A failure charged to another of the
+    scenario's requirements (``charged_to``) leaves this one passed when it came at the last
+    step, blocked when steps were left."""
     charged = record.get("charged_to")
     if record["verdict"] == Verdict.FAILED.value and charged and charged != rid:
         return Verdict.BLOCKED if record.get("unfinished", True) else Verdict.PASSED
     found = record["failures"] + record["should_failures"]
-    if (
-        record["verdict"] == Verdict.FAILED.value
-        and found
-        and all(f.get("requirement") for f in found)
-    ):
+    elsewhere = [f for f in found if f.get("requirement") not in (None, *record["requirements"])]
+    if record["verdict"] == Verdict.FAILED.value and found and len(elsewhere) == len(found):
         return Verdict.PASSED
     return Verdict(record["verdict"])
 
