@@ -72,13 +72,15 @@ def _session(*steps: Step) -> Scenario:
 
 
 def test_wire_three_replies_in_one_segment_are_each_read(tmp_path: Path) -> None:
-    with wire_server(tmp_path) as (port, ca):
+    writes: list[int] = []
+    with wire_server(tmp_path, group=True, writes=writes) as (port, ca):
         outcome = run(
             _session(_raw("NOOP\\r\\nNOOP\\r\\nNOOP\\r\\n", 3, ReplyMatch(code=(250,)))),
             profile_for(port, ca),
         )
     assert outcome.verdict is Verdict.PASSED, outcome.summary()
     assert outcome.transcript.render().count("< 250 2.0.0 OK") == 3
+    assert 3 in writes, writes  # the three replies went out in one write, as Postfix does
 
 
 def test_wire_fewer_replies_read_than_owed_is_the_scenario_not_the_server(tmp_path: Path) -> None:
@@ -254,9 +256,11 @@ def test_wire_pipeline_needs_pipelining_advertised(tmp_path: Path) -> None:
 
 
 def test_wire_pipelined_replies_judged_each_against_its_command(tmp_path: Path) -> None:
-    with wire_server(tmp_path) as (port, ca):
+    writes: list[int] = []
+    with wire_server(tmp_path, group=True, writes=writes) as (port, ca):
         outcome = run(scenario("wire/pipelined-transaction"), profile_for(port, ca))
     assert outcome.verdict is Verdict.PASSED, outcome.summary()
+    assert 4 in writes, writes  # MAIL, RCPT, RCPT and DATA answered in one write
     titles = [r.title for r in outcome.steps_run]
     assert titles[-5:-1] == [
         f"MAIL FROM:<probe@{VERIFIED}> (pipelined)",
