@@ -176,6 +176,9 @@ def main_cf(base: Path, ports: list[int], cert: Path, key: Path) -> str:
         # at MAIL FROM, and the envelope domain must be owned by the login (verified domains
         # for every key, only its allowed_domains for the restricted one).
         "smtpd_delay_reject": "no",
+        # RFC 3207 §4.2: what the client said before TLS is forgotten; without this Postfix
+        # would take AUTH and MAIL on a TLS session that never sent EHLO again.
+        "smtpd_helo_required": "yes",
         "smtpd_sender_login_maps": f"texthash:{base / 'etc' / 'sender_logins'}",
         "smtpd_null_access_lookup_key": "<>",
         "smtpd_sender_restrictions": (
@@ -252,6 +255,13 @@ default_login_user = dovenull
 userdb {{
   driver = static
   args = uid=postfix gid=postfix home=/nonexistent
+}}
+# No auth penalty either: Dovecot would otherwise delay every login from 127.0.0.1 by up to
+# 15 s after failed ones (anvil's auth-penalty), which Postfix also reports as 454.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service auth {{
   unix_listener {base / "queue" / "private" / "auth"} {{
