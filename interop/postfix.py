@@ -15,6 +15,7 @@ Needs root (Postfix's master and Dovecot drop privileges themselves), as in CI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import pwd
@@ -73,7 +74,9 @@ def check_installed() -> None:
             f"apt-get install {' '.join(missing)} (as root; .ci/run does this in CI)"
         )
     if os.geteuid() != 0:
-        raise LookalikeError("the Postfix look-alike runs Postfix's master and Dovecot: run as root")
+        raise LookalikeError(
+            "the Postfix look-alike runs Postfix's master and Dovecot: run as root"
+        )
 
 
 def free_ports(count: int) -> list[int]:
@@ -428,7 +431,10 @@ class Lookalike:
     def _write_profile(self) -> Path:
         profile: dict[str, Any] = yaml.safe_load(TEMPLATE.read_text())
         profile["target"]["ports"] = dict(zip(PORT_NAMES, self.ports, strict=True))
-        profile["target"]["tls"] = {"ca_file": str(self.base / "ca.pem"), "server_name": "localhost"}
+        profile["target"]["tls"] = {
+            "ca_file": str(self.base / "ca.pem"),
+            "server_name": "localhost",
+        }
         profile["observer"] = {"kind": "maildir", "path": str(self.maildir)}
         path = self.base / "postfix-profile.yaml"
         path.write_text(yaml.safe_dump(profile, sort_keys=False))
@@ -447,10 +453,8 @@ class Lookalike:
                     proc.kill()
                     proc.wait(timeout=5)
             # Anything left in its session (a smtpd still closing) goes too.
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         self._master = None
         self._dovecot = None
 
@@ -492,10 +496,8 @@ def _cli(argv: list[str] | None = None) -> int:
             for name, value in lookalike.env.items():
                 print(f"export {name}={value}")
             print("Ctrl-C stops it.", flush=True)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
-            except KeyboardInterrupt:
-                pass
             return 0
         command = [sys.executable, "-m", "conformance", "run", "--target", str(profile), *rest]
         return subprocess.run(command, env=env, check=False).returncode
