@@ -184,7 +184,7 @@ def _pytest_command(
         "--clean-alluredir",
         "--conformance-report-dir",
         str(report_dir),
-        "-rfEs",
+        "-rfEsx",
     ]
     for tag in args.tag:
         command += ["--conformance-tag", tag]

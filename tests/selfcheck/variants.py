@@ -334,8 +334,15 @@ class OneLongLine(AnypostHandler):
 
 
 class RepeatsIds(AnypostHandler):
-    def new_ids(self, count: int) -> tuple[str, ...]:
-        return tuple(f"email_018f4f3e-7b2c-7c80-8e21-{i:012x}" for i in range(count))
+    """Treats a resubmission as a replay (idempotency the contract rules out): it stores the
+    message, but answers with the ids it first gave for that many recipients."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._first: dict[int, tuple[str, ...]] = {}
+
+    def accepted_reply(self, ids: tuple[str, ...]) -> str:
+        return super().accepted_reply(self._first.setdefault(len(ids), ids))
 
 
 class CountsDuplicateRcpts(AnypostHandler):
