@@ -52,7 +52,7 @@ from .model import (
     fails_run,
 )
 from .reply import Reply
-from .steps import REGISTRY, Context, NotVerified, PreconditionFailed
+from .steps import REGISTRY, Context, NotVerified, PreconditionFailed, no_tls_offered
 from .transcript import Redactor, Transcript
 
 
@@ -333,9 +333,9 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
         or PRECONDITION_OF.get(s.kind) in scenario.requirements
         or scenario.destructive
     )
-    temporary = (reply is not None and reply.reply_class == 4) or (
-        reply is None and dropped and not under_test
-    )
+    temporary = (
+        reply is not None and reply.reply_class == 4 and not no_tls_offered(ctx, reply)
+    ) or (reply is None and dropped and not under_test)
     if temporary and not scenario.destructive and not must.allows_temporary:
         # RFC 5321 §4.2.1: 4yz is a transient failure, a reason of the target's own (load,
         # throttling, a backend away); it says nothing of the behaviour under test. A

@@ -23,6 +23,7 @@ from .expect import Observation
 from .messages import build, size_value, unescape
 from .model import Profile, Step
 from .observer import delivered_copy
+from .reply import Reply
 from .transcript import Transcript
 from .variables import MissingValue, resolve
 
@@ -63,6 +64,8 @@ class Context:
     recipients: list[str] = field(default_factory=list)  # accepted in this transaction
     seen_ids: set[str] = field(default_factory=set)
     last_message_id: str | None = None
+    # Whether the last EHLO of the session advertised STARTTLS (None: no EHLO answered yet).
+    starttls_offered: bool | None = None
     run_step: Callable[[Step], Awaitable[None]] | None = None
 
     def resolve(self, value: Any) -> Any:
@@ -161,7 +164,24 @@ async def _connect(ctx: Context, s: Step) -> Observation:
 @step("ehlo", "helo")
 async def _hello(ctx: Context, s: Step) -> Observation:
     ctx.recipients.clear()
-    return _observe(ctx, await ctx.driver.command(f"{s.kind.upper()} {ctx.resolve(s.args)}"))
+    reply = await ctx.driver.command(f"{s.kind.upper()} {ctx.resolve(s.args)}")
+    _note_hello(ctx, s.kind, reply)
+    return _observe(ctx, reply)
+
+
+def _note_hello(ctx: Context, kind: str, reply: Reply) -> None:
+    if kind == "ehlo" and reply.code == 250:
+        ctx.starttls_offered = "STARTTLS" in reply.extensions()
+
+
+def no_tls_offered(ctx: Context, reply: Reply | None) -> bool:
+    """A refused STARTTLS on a session whose EHLO never advertised it.
+
+    RFC 3207 §4 gives 454 for "TLS not available due to temporary reason", but a server that
+    does not advertise STARTTLS (§4: a server MUST NOT offer it unless it can) offers no TLS at
+    all: its 4xx is a standing refusal, not a transient one, and fails TLS-1.
+    """
+    return reply is not None and reply.reply_class != 2 and ctx.starttls_offered is False
 
 
 @step("starttls")
@@ -256,6 +276,7 @@ async def _login(ctx: Context, s: Step) -> Observation:
         try:
             if action == "ehlo":
                 reply = await ctx.driver.command(hello)
+                _note_hello(ctx, "ehlo", reply)
             elif not ctx.driver.tls:
                 reply = await ctx.driver.starttls()
             else:
@@ -270,6 +291,14 @@ async def _login(ctx: Context, s: Step) -> Observation:
                 temporary=exc.dropped,
             ) from None
         requirement = _LOGIN_STAGE[action]
+        if action == "starttls" and no_tls_offered(ctx, reply):
+            # Not the target's load or a block: it has no TLS to offer (a block scenario
+            # included, which could otherwise take this refusal for the block).
+            raise PreconditionFailed(
+                requirement,
+                f"login: the target offers no STARTTLS (its EHLO did not advertise it) and "
+                f"answered STARTTLS with {reply}; AUTH was not tried",
+            )
         if reply.reply_class != 2 and ctx.destructive:
             # The auth-failure block refuses the session early (421 at EHLO): that refusal is
             # what a block scenario judges.

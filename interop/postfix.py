@@ -54,7 +54,7 @@ RESTRICTED_LOGIN = "anypost-restricted"
 # Debian's layout; PATH rarely holds the daemons.
 MASTER = Path("/usr/lib/postfix/sbin/master")
 DOVECOT = "dovecot"
-REQUIRED_PACKAGES = {"postfix": MASTER, "dovecot-core": DOVECOT}
+REQUIRED_PACKAGES: dict[str, Path | str] = {"postfix": MASTER, "dovecot-core": DOVECOT}
 
 
 class LookalikeError(Exception):
@@ -66,7 +66,7 @@ def check_installed() -> None:
     missing = [
         pkg
         for pkg, exe in REQUIRED_PACKAGES.items()
-        if not (Path(exe).is_file() if isinstance(exe, Path) else shutil.which(exe))
+        if not (exe.is_file() if isinstance(exe, Path) else shutil.which(exe))
     ]
     if missing:
         raise LookalikeError(
@@ -363,13 +363,14 @@ class Lookalike:
 
     def _start_dovecot(self, timeout: float) -> None:
         conf = self.base / "dovecot" / "dovecot.conf"
-        self._dovecot = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.base / "dovecot.stderr", "wb"),  # noqa: SIM115 (the child owns it)
-            start_new_session=True,
-        )
+        with open(self.base / "dovecot.stderr", "wb") as stderr:
+            self._dovecot = subprocess.Popen(
+                [DOVECOT, "-F", "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,  # its own process group, stopped as one
+            )
         socket_path = self.base / "queue" / "private" / "auth"
         deadline = time.monotonic() + timeout
         while not socket_path.exists():
@@ -396,13 +397,15 @@ class Lookalike:
 
     def _start_master(self, timeout: float, last: bool) -> bool:
         config = str(self.base / "etc")
-        self._master = subprocess.Popen(
-            [str(MASTER), "-c", config, "-d"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.base / "master.stderr", "wb"),  # noqa: SIM115 (the child owns it)
-            start_new_session=True,
-        )
+        # -d: master stays in the foreground as our child (its pid is ours to stop).
+        with open(self.base / "master.stderr", "wb") as stderr:
+            self._master = subprocess.Popen(
+                [str(MASTER), "-c", config, "-d"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         pending = list(self.ports)
         while pending:
@@ -452,9 +455,13 @@ class Lookalike:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=5)
-            # Anything left in its session (a smtpd still closing) goes too.
+            # Anything left in its process group (a smtpd still closing) goes too.
+            deadline = time.monotonic() + 10
+            while living_in_group(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                if living_in_group(proc.pid):
+                    os.killpg(proc.pid, signal.SIGKILL)
         self._master = None
         self._dovecot = None
 
@@ -464,6 +471,21 @@ class Lookalike:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def living_in_group(pgid: int) -> list[int]:
+    """The processes of a process group that still run (zombies left to init do not count)."""
+    living = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # it ended while we looked
+        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ")".
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            living.append(int(text.split(" ", 1)[0]))
+    return living
 
 
 def _greets(port: int) -> bool:
