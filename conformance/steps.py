@@ -126,7 +126,7 @@ def decoy_secret(secret: str, run: str) -> str:
     if body and all(c in string.hexdigits.lower() for c in body):
         alphabet = "0123456789abcdef"
     rng = random.Random(f"{run}:{len(secret)}:{head}")
-    return head + "".join(rng.choice(alphabet) for _ in range(max(len(body), 16)))
+    return head + "".join(rng.choice(alphabet) for _ in range(len(body) or 16))
 
 
 def _run_id() -> str:
@@ -299,9 +299,9 @@ async def _login(ctx: Context, s: Step) -> Observation:
                 f"login: the target offers no STARTTLS (its EHLO did not advertise it) and "
                 f"answered STARTTLS with {reply}; AUTH was not tried",
             )
-        if reply.reply_class != 2 and ctx.destructive:
+        if reply.code == 421 and ctx.destructive:
             # The auth-failure block refuses the session early (421 at EHLO): that refusal is
-            # what a block scenario judges.
+            # what a block scenario judges. Any other refusal before AUTH is no block.
             return _observe(ctx, reply)
         if reply.reply_class != 2:
             raise PreconditionFailed(
