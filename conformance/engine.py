@@ -333,9 +333,11 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
         or PRECONDITION_OF.get(s.kind) in scenario.requirements
         or scenario.destructive
     )
-    temporary = (
-        reply is not None and reply.reply_class == 4 and not no_tls_offered(ctx, reply)
-    ) or (reply is None and dropped and not under_test)
+    # A refused STARTTLS that the EHLO never offered is no transient (steps.no_tls_offered).
+    standing = s.kind == "starttls" and no_tls_offered(ctx, reply)
+    temporary = (reply is not None and reply.reply_class == 4 and not standing) or (
+        reply is None and dropped and not under_test
+    )
     if temporary and not scenario.destructive and not must.allows_temporary:
         # RFC 5321 §4.2.1: 4yz is a transient failure, a reason of the target's own (load,
         # throttling, a backend away); it says nothing of the behaviour under test. A

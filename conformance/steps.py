@@ -64,7 +64,7 @@ class Context:
     recipients: list[str] = field(default_factory=list)  # accepted in this transaction
     seen_ids: set[str] = field(default_factory=set)
     last_message_id: str | None = None
-    # Whether the last EHLO of the session advertised STARTTLS (None: no EHLO answered yet).
+    # Whether the last plaintext EHLO advertised STARTTLS (None: none answered yet).
     starttls_offered: bool | None = None
     run_step: Callable[[Step], Awaitable[None]] | None = None
 
@@ -170,7 +170,8 @@ async def _hello(ctx: Context, s: Step) -> Observation:
 
 
 def _note_hello(ctx: Context, kind: str, reply: Reply) -> None:
-    if kind == "ehlo" and reply.code == 250:
+    # Only the plaintext EHLO counts: after TLS a server must not offer STARTTLS again.
+    if kind == "ehlo" and reply.code == 250 and not ctx.driver.tls:
         ctx.starttls_offered = "STARTTLS" in reply.extensions()
 
 
@@ -181,7 +182,12 @@ def no_tls_offered(ctx: Context, reply: Reply | None) -> bool:
     does not advertise STARTTLS (§4: a server MUST NOT offer it unless it can) offers no TLS at
     all: its 4xx is a standing refusal, not a transient one, and fails TLS-1.
     """
-    return reply is not None and reply.reply_class != 2 and ctx.starttls_offered is False
+    return (
+        reply is not None
+        and reply.reply_class != 2
+        and not ctx.driver.tls
+        and ctx.starttls_offered is False
+    )
 
 
 @step("starttls")

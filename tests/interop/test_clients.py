@@ -66,15 +66,7 @@ def test_interop_swaks(reference: ReferenceProcess, mechanism: str) -> None:
     _check(_ids(done.stdout))
 
 
-MAIL_AUTH_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="the reference server refuses MAIL's AUTH= parameter (555 5.5.4); issue 9 fixes it",
-)
-
-
-@pytest.mark.parametrize(
-    "mail_auth", [False, pytest.param(True, marks=MAIL_AUTH_XFAIL)], ids=["plain-mail", "mail-auth"]
-)
+@pytest.mark.parametrize("mail_auth", [False, True], ids=["plain-mail", "mail-auth"])
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_interop_curl(
     reference: ReferenceProcess, tmp_path: Path, mechanism: str, mail_auth: bool

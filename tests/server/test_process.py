@@ -21,6 +21,7 @@ import yaml
 
 from reference_server.spool import read_events
 
+from ..interop.conftest import require
 from ..support import KEYS, VERIFIED, message, plain_auth, raw_config, read_reply
 from .test_message import ID
 
@@ -96,6 +97,11 @@ def _smtplib_submit(port: int, ca: str, body: str) -> tuple[int, bytes]:
         smtp.mail(f"probe@{VERIFIED}")
         smtp.rcpt("a@sink.test")
         return smtp.data(message(body=body))
+
+
+def _require(tool: str) -> str:
+    """A real tool for the tests here; missing, it fails the test (tests/interop/conftest.py)."""
+    return require(tool)
 
 
 def test_crash_kill_9_loses_no_accepted_message(tmp_path: Path) -> None:
