@@ -424,6 +424,12 @@ def pytest_runtest_makereport(
     return report
 
 
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """The record has reached the controller with the call's report; it is not repeated as a
+    JUnit property (the teardown report's), where it would double the file's evidence."""
+    item.user_properties[:] = [p for p in item.user_properties if p[0] != RECORD_KEY]
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when != "call" and not (report.when == "setup" and report.skipped):
         return
