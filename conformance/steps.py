@@ -67,6 +67,12 @@ class Context:
     # Whether the last plaintext EHLO advertised STARTTLS (None: none answered yet).
     starttls_offered: bool | None = None
     run_step: Callable[[Step], Awaitable[None]] | None = None
+    # Whether the last EHLO of this connection advertised ENHANCEDSTATUSCODES (RFC 2034).
+    enhanced_codes: bool = False
+
+    def learn(self, ehlo: Any) -> None:
+        if isinstance(ehlo, Reply) and ehlo.code == 250:
+            self.enhanced_codes = "ENHANCEDSTATUSCODES" in ehlo.extensions()
 
     def resolve(self, value: Any) -> Any:
         try:
@@ -157,6 +163,7 @@ async def _connect(ctx: Context, s: Step) -> Observation:
         raise NotVerified(f"the profile has no port named {name}")
     ctx.driver.port = ctx.profile.ports[name]
     ctx.recipients.clear()
+    ctx.enhanced_codes = False
     await ctx.budget.wait_unblocked()
     return _observe(ctx, await ctx.driver.connect())
 
@@ -165,6 +172,7 @@ async def _connect(ctx: Context, s: Step) -> Observation:
 async def _hello(ctx: Context, s: Step) -> Observation:
     ctx.recipients.clear()
     reply = await ctx.driver.command(f"{s.kind.upper()} {ctx.resolve(s.args)}")
+    ctx.learn(reply)
     _note_hello(ctx, s.kind, reply)
     return _observe(ctx, reply)
 
@@ -282,6 +290,7 @@ async def _login(ctx: Context, s: Step) -> Observation:
         try:
             if action == "ehlo":
                 reply = await ctx.driver.command(hello)
+                ctx.learn(reply)
                 _note_hello(ctx, "ehlo", reply)
             elif not ctx.driver.tls:
                 reply = await ctx.driver.starttls()
