@@ -124,8 +124,9 @@ def profile(ports: list[int], ca: str, sink_port: int) -> dict[str, object]:
 
 
 class BundledTarget:
-    def __init__(self, workdir: Path, relay: bool = True) -> None:
+    def __init__(self, workdir: Path, relay: bool = True, log: Path | None = None) -> None:
         self.relay = relay
+        self.log = log  # where the server's log goes (default: our stderr)
         self.workdir = workdir.resolve()
         self.env = {env: "ap_" + secrets.token_urlsafe(24) for env in KEY_ENV.values()}
         self.process: subprocess.Popen[str] | None = None
@@ -142,13 +143,21 @@ class BundledTarget:
             del config["relay"]
         config_path.write_text(yaml.safe_dump(config))
         env = {**os.environ, **self.env}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "reference_server", "--config", str(config_path)],
-            stdout=subprocess.PIPE,
-            stderr=None,
-            text=True,
-            env=env,
-        )
+        log = open(self.log, "a", encoding="utf-8") if self.log else None  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "reference_server", "--config", str(config_path)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+                # Its own process group: a Ctrl-C at the terminal stops the run, which still
+                # needs the server to end its sessions; stop() ends the server after.
+                process_group=0,
+            )
+        finally:
+            if log is not None:
+                log.close()
         line = self._first_line(timeout)
         try:
             info = json.loads(line)

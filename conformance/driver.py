@@ -259,6 +259,24 @@ class Driver:
             self._smtp.close()
         self._smtp = None
 
+    def tls_details(self) -> dict[str, str]:
+        """The TLS session's version, cipher and the peer certificate's subject, for reports."""
+        protocol = self._smtp.protocol if self._smtp is not None else None
+        transport = protocol.transport if protocol is not None else None
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if not self.tls or ssl_object is None:
+            return {}
+        cipher = ssl_object.cipher()
+        cert = ssl_object.getpeercert() or {}
+        subject = ", ".join(
+            f"{key}={value}" for rdn in cert.get("subject", ()) for key, value in rdn
+        )
+        return {
+            "version": str(ssl_object.version() or ""),
+            "cipher": str(cipher[0]) if cipher else "",
+            "certificate_subject": subject or "(not verified: insecure, subject not read)",
+        }
+
 
 async def settle(protocol: SMTPProtocol | None, timeout: float = 1.0) -> None:
     """Let a closed connection finish closing (a TLS close is a round trip), so no socket is

@@ -115,6 +115,7 @@ async def run_scenario(
         outcome.reason = "needs an observer to read delivered copies; the profile has none"
         return outcome
     budget = budget_for(profile)
+    budget.who = f"{scenario.id} [{port}]"
     ca = str(profile.tls.ca_file) if profile.tls.ca_file else None
     driver = Driver(
         profile.host,

@@ -59,6 +59,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--conformance-report-dir", metavar="DIR", help="write conformance.json/.md/.html here"
     )
+    # -- issue 10: presentation -----------------------------------------------------------------
+    group.addoption(
+        "--conformance-console",
+        action="store_true",
+        help="a line per scenario and port, budget waits, and a table per requirement at the end",
+    )
+    group.addoption(
+        "--conformance-contract-url",
+        metavar="URL",
+        help="where the contract is published; Allure links each requirement to URL#ID",
+    )
+    group.addoption(
+        "--conformance-repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each scenario N times and report its stability",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,9 +98,35 @@ def pytest_configure(config: pytest.Config) -> None:
         _RECORD_SINK.clear()  # one session's records (pytester may run several in a process)
         if profile.observer is not None and profile.observer["kind"] == "sink":
             _start_sink(config, profile.observer)
+        _presentation(config, profile)
+
+
+def _presentation(config: pytest.Config, profile: Profile) -> None:
+    """Issue 10: the console, SIGTERM as Ctrl-C, and what the reports say about the target."""
+    import signal
+    import threading
+
+    from .engine import budget_for
+    from .plugin_console import ConsoleReporter
+    from .probe import probe_target
+
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM stops the run as Ctrl-C does: sessions end with QUIT, reports are written.
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    if config.getoption("--conformance-report-dir"):
+        config.stash[_PROBE] = probe_target(profile)
+    if config.getoption("--conformance-console"):
+        reporter = ConsoleReporter(
+            config, _RECORD_SINK, lambda: config.stash.get(_REQUIREMENTS, {}), budget_for(profile)
+        )
+        config.pluginmanager.register(reporter, "anypost-console")
+        config.stash[_CONSOLE] = reporter
 
 
 _SINK = pytest.StashKey[Any]()
+_CONSOLE = pytest.StashKey[Any]()
+_PROBE = pytest.StashKey[dict[str, Any]]()
+_CATALOGUE = pytest.StashKey[dict[str, str]]()  # scenario file -> its scenario root
 
 
 def _start_sink(config: pytest.Config, observer: dict[str, str]) -> None:
@@ -106,6 +150,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sink = config.stash.get(_SINK, None)
     if sink is not None:
         sink.stop()
+    console = config.stash.get(_CONSOLE, None)
+    if console is not None:
+        console.stop()
 
 
 _PROFILE = pytest.StashKey["Profile"]()
@@ -158,6 +205,9 @@ class ScenarioFile(pytest.File):
         if requirements is not None:
             known: dict[str, Requirement] = self.config.stash.get(_REQUIREMENTS, {})
             self.config.stash[_REQUIREMENTS] = {**known, **requirements}
+            root = str(requirements_file.parent) if requirements_file else str(self.path.parent)
+            catalogue: dict[str, str] = self.config.stash.setdefault(_CATALOGUE, {})
+            catalogue[str(self.path)] = root
         profile = self.config.stash.get(_PROFILE, None)
         if profile is None:
             raise ScenarioFileError(
@@ -181,7 +231,17 @@ class ScenarioFile(pytest.File):
         return str(super().repr_failure(excinfo))
 
 
-class ScenarioFailed(Exception):
+class ScenarioFailed(AssertionError):
+    """The target did not do what the contract says: a failed test (red in Allure)."""
+
+    def __init__(self, text: str, headline: str = "") -> None:
+        super().__init__(headline or text)
+        self.text = text
+
+
+class HarnessError(Exception):
+    """The harness failed (the error verdict): a broken test in Allure, not the target's fault."""
+
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
@@ -200,15 +260,22 @@ class ScenarioItem(pytest.Item):
 
         profile = self.config.stash[_PROFILE]
         strict = bool(self.config.getoption("--conformance-strict"))
-        outcome = asyncio.run(
-            run_scenario(
-                self.scenario,
-                profile,
-                self.port,
-                include_destructive=bool(self.config.getoption("--include-destructive")),
-                strict=strict,
+        repeat = max(1, int(self.config.getoption("--conformance-repeat") or 1))
+        outcomes = [
+            asyncio.run(
+                run_scenario(
+                    self.scenario,
+                    profile,
+                    self.port,
+                    include_destructive=bool(self.config.getoption("--include-destructive")),
+                    strict=strict,
+                )
             )
-        )
+            for _ in range(repeat)
+        ]
+        verdicts = [o.verdict.value for o in outcomes]
+        # With --repeat, a run that did not pass is the one reported (a flaky pass is no pass).
+        outcome = next((o for o in outcomes if o.verdict is not Verdict.PASSED), outcomes[-1])
         deviation = profile.deviation_for(self.scenario.id)
         active = deviation is not None and deviation.expires >= date.today()
         note = None
@@ -221,25 +288,47 @@ class ScenarioItem(pytest.Item):
                 )
             elif outcome.verdict is Verdict.FAILED:
                 note = f"known deviation until {deviation.expires}: {deviation.reason}"
-        self.user_properties.append((RECORD_KEY, json.dumps(record(outcome, note))))
+        data = record(outcome, note)
+        if repeat > 1:
+            data["repeat"] = verdicts
+        self.user_properties.append((RECORD_KEY, json.dumps(data)))
         self.user_properties.append(("verdict", outcome.verdict.value))
         self.user_properties.append(("requirements", " ".join(self.scenario.requirements)))
         self.user_properties.append(("level", self.scenario.level.value))
-        _allure(self, outcome)
+        from .allure_report import attach
+
+        attach(
+            self.config,
+            outcome,
+            self.config.stash.get(_REQUIREMENTS, {}),
+            self.config.getoption("--conformance-contract-url"),
+            _find_requirements(self.path.parent),
+        )
         if outcome.verdict is Verdict.NOT_VERIFIED:
             pytest.skip(f"not verified: {outcome.reason}")
         if outcome.verdict is Verdict.FAILED and note is not None and note.startswith("known"):
             pytest.skip(note)
+        text = _failure_text(outcome, self.config.stash.get(_REQUIREMENTS, {}))
+        if outcome.verdict is Verdict.ERROR:
+            raise HarnessError(text)
         if outcome.verdict is not Verdict.PASSED:
-            raise ScenarioFailed(_failure_text(outcome, self.config.stash.get(_REQUIREMENTS, {})))
+            raise ScenarioFailed(text, _headline(outcome))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, ScenarioFailed):
+        if isinstance(excinfo.value, (ScenarioFailed, HarnessError)):
             return excinfo.value.text
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.scenario.location.line - 1, f"{self.scenario.id} [{self.port}]"
+
+
+def _headline(outcome: Outcome) -> str:
+    """One line for Allure's message: the first failing step and its first problem."""
+    for failure in outcome.failures + outcome.should_failures:
+        problem = failure.problems[0] if failure.problems else ""
+        return f"{failure.level.value} step '{failure.step}' at {failure.location}: {problem}"
+    return f"{outcome.verdict.value}: {outcome.reason}"
 
 
 def _failure_text(outcome: Outcome, requirements: dict[str, Requirement]) -> str:
@@ -264,40 +353,6 @@ def _failure_text(outcome: Outcome, requirements: dict[str, Requirement]) -> str
         shown = outcome.transcript.render()
     lines += ["    " + line for line in shown.splitlines()]
     return "\n".join(lines)
-
-
-def _allure(item: ScenarioItem, outcome: Outcome) -> None:
-    """Steps that read like the exchange, and the transcript, when allure-pytest is active."""
-    if not item.config.pluginmanager.hasplugin("allure_pytest"):
-        return
-    try:
-        import allure
-    except ImportError:
-        return
-    s = outcome.scenario
-    dynamic: Any = allure.dynamic  # allure-pytest ships no type information
-    dynamic.title(f"{s.title} [{outcome.port}]")
-    dynamic.severity(
-        allure.severity_level.CRITICAL if s.level.value == "MUST" else allure.severity_level.NORMAL
-    )
-    dynamic.feature(s.id.split("/")[0])
-    dynamic.story(s.id)
-    for rid in s.requirements:
-        dynamic.label("requirement", rid)
-    dynamic.tag(*s.tags, s.level.value)
-    for record in outcome.steps_run:
-        with allure.step(
-            f"{record.title} \u2192 {record.reply}"
-            + ("" if record.verdict == "ok" else f" ({record.verdict})")
-        ):
-            for line in record.lines:
-                with allure.step(line):
-                    pass
-    allure.attach(
-        outcome.transcript.render(),
-        name="SMTP transcript",
-        attachment_type=allure.attachment_type.TEXT,
-    )
 
 
 def pytest_collection_modifyitems(
@@ -363,7 +418,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "insecure": profile.tls.insecure,
         "profile": profile.file,
     }
-    write_reports(Path(folder), list(_RECORD_SINK), config.stash.get(_REQUIREMENTS, {}), target)
+    target["probe"] = config.stash.get(_PROBE, {})
+    write_reports(
+        Path(folder),
+        list(_RECORD_SINK),
+        config.stash.get(_REQUIREMENTS, {}),
+        target,
+        run=_run_facts(config, exitstatus),
+    )
+
+
+def _run_facts(config: pytest.Config, exitstatus: int) -> dict[str, Any]:
+    """What the report says about the run itself: interrupted or not, and which catalogue."""
+    from .listing import catalogue_digest
+
+    files: dict[str, str] = config.stash.get(_CATALOGUE, {})
+    roots = sorted(set(files.values()))
+    return {
+        "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
+        "strict": bool(config.getoption("--conformance-strict")),
+        "catalogue": {"files": len(files), "sha256": catalogue_digest(files)},
+        "scenario_root": roots[0] if len(roots) == 1 else "",
+    }
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
