@@ -273,7 +273,7 @@ def _base_pytest_command(
         "--clean-alluredir",
         "--conformance-report-dir",
         str(report_dir),
-        "-rfEs",
+        "-rfEsx",
     ]
     for tag in args.tag:
         command += ["--conformance-tag", tag]

@@ -19,6 +19,7 @@ MARKS: dict[str, tuple[str, str]] = {
     "passed": ("PASS", "green"),
     "warned": ("WARN", "yellow"),
     "failed": ("FAIL", "red"),
+    "blocked": ("BLOCKED", "red"),
     "known": ("KNOWN", "yellow"),
     "inconclusive": ("INCONCLUSIVE", "yellow"),
     "not verified": ("NOT VERIFIED", "cyan"),
@@ -32,10 +33,12 @@ def outcome_of(record: dict[str, Any]) -> str:
     failure the profile declares as a known deviation."""
     verdict = str(record["verdict"])
     deviation = record.get("deviation") or ""
-    if verdict == "failed" and deviation.startswith("known"):
+    if verdict in ("failed", "blocked") and deviation.startswith("known"):
         return "known"
     if verdict == "passed" and record.get("should_failures"):
         return "warned"
+    if verdict in ("failed", "blocked") and not record.get("fails_run", True):
+        return "warned"  # a SHOULD-level scenario without --strict: a warning, not a failure
     return verdict if verdict in MARKS else "error"
 
 
@@ -51,7 +54,9 @@ def scenario_line(record: dict[str, Any]) -> tuple[str, str]:
         f"  {' '.join(record['requirements'])}  {record.get('duration', 0.0):.2f}s"
     )
     extra = record.get("reason") or ""
-    if outcome_of(record) in ("not verified", "inconclusive") and extra:
+    if record.get("blocked_by"):
+        text += f"  (blocked by {record['blocked_by']})"
+    elif outcome_of(record) in ("not verified", "inconclusive") and extra:
         text += f"  ({_one_line(extra)})"
     return text, colour
 
@@ -71,11 +76,16 @@ class RequirementTally:
     failed: int = 0  # failed and error runs
     warnings: int = 0  # passed runs with SHOULD expectations not met
     inconclusive: int = 0
+    blocked: int = 0  # own runs blocked by another requirement's failure: not judged
     known: int = 0  # failures the profile declares as known deviations
     not_verified: list[str] = field(default_factory=list)  # the reasons
 
+    judged: str = ""  # the requirement's verdict by the report's model, when given
+
     @property
     def verdict(self) -> str:
+        if self.judged:
+            return self.judged
         if self.failed:
             return "failed"
         if self.inconclusive:
@@ -90,11 +100,15 @@ class RequirementTally:
 
 
 def tally(
-    records: Iterable[dict[str, Any]], requirements: dict[str, Requirement]
+    records: Iterable[dict[str, Any]],
+    requirements: dict[str, Requirement],
+    judged: dict[str, str] | None = None,
 ) -> list[RequirementTally]:
-    """One tally per requirement of the catalogue (and any a record names beyond it)."""
+    """One tally per requirement of the catalogue (and any a record names beyond it);
+    ``judged`` gives each requirement's verdict as the reports grade it."""
     rows: dict[str, RequirementTally] = {
-        rid: RequirementTally(rid, req.level.value) for rid, req in requirements.items()
+        rid: RequirementTally(rid, req.level.value, judged=(judged or {}).get(rid, ""))
+        for rid, req in requirements.items()
     }
     for r in records:
         kind = outcome_of(r)
@@ -109,6 +123,8 @@ def tally(
                 row.warnings += 1
             elif kind == "inconclusive":
                 row.inconclusive += 1
+            elif kind == "blocked":
+                row.blocked += 1
             elif kind == "known":
                 row.known += 1
             else:
@@ -125,13 +141,13 @@ def _sort_key(rid: str) -> tuple[str, int, str]:
 
 def requirement_table(rows: list[RequirementTally]) -> list[str]:
     """The end-of-run table: MUST passed/failed, SHOULD warnings, inconclusive, not verified."""
-    header = f"{'requirement':<12} {'level':<6} {'verdict':<21} {'pass':>4} {'fail':>4} {'warn':>4} {'inc':>4}  not verified"
+    header = f"{'requirement':<12} {'level':<6} {'verdict':<21} {'pass':>4} {'fail':>4} {'warn':>4} {'inc':>4} {'blk':>4}  not verified"
     lines = [header, "-" * len(header)]
     for row in rows:
         reasons = "; ".join(row.not_verified)
         lines.append(
             f"{row.rid:<12} {row.level:<6} {row.verdict:<21} {row.passed:>4} {row.failed:>4}"
-            f" {row.warnings:>4} {row.inconclusive:>4}  {reasons}".rstrip()
+            f" {row.warnings:>4} {row.inconclusive:>4} {row.blocked:>4}  {reasons}".rstrip()
         )
     return lines
 

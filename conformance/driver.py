@@ -100,7 +100,10 @@ class Driver:
             self.abort()
             closed = True
         self.transcript.event(message)
-        return TransportError(message, closed=closed)
+        dropped = isinstance(
+            exc, aiosmtplib.SMTPServerDisconnected | ConnectionResetError | BrokenPipeError
+        )
+        return TransportError(message, closed=closed, dropped=dropped)
 
     # --- operations ----------------------------------------------------------------------
     async def connect(self) -> Reply:

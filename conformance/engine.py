@@ -1,9 +1,20 @@
 """Run one scenario on one port of a target, and grade it.
 
-Verdicts: passed; failed (a MUST expectation, or any expectation of a MUST-level scenario's
-SHOULD block under --strict); not verified (a missing role, no observer, budget spent, a
-destructive scenario not selected); inconclusive (the target throttled or dropped us for reasons
-not under test: a 421 outside a block scenario); error (a bug of the harness).
+Verdicts (``model.Verdict``):
+- passed;
+- failed: an expectation of the behaviour under test was not met (a ``should:`` one only with
+  --strict); the outcome's ``level`` says at which level it failed;
+- blocked: a step the scenario does not test failed (a precondition: a step without
+  ``expect``, or a stage of ``login``), or an incidental check did (the ``ids=`` of an accepted
+  message in a scenario that does not name IDS-1): ``blocked_by`` names the requirement charged,
+  and the scenario's own requirements are not;
+- inconclusive: a 4xx the expectation did not allow, or a dropped connection on a step not
+  under test (the target throttled or dropped us; a destructive scenario tests exactly that);
+- not verified: a missing role, value or observer, the budget spent, a destructive scenario
+  not selected;
+- error: a bug of the harness or of the scenario.
+
+Whether a verdict fails the run is ``model.fails_run`` (``Outcome.fails_run``).
 """
 
 from __future__ import annotations
@@ -17,11 +28,31 @@ from dataclasses import dataclass, field, replace
 from .budget import TargetBudget
 from .driver import Driver, tls_context
 from .errors import BudgetError, ScenarioError, TransportError
-from .expect import Observation, ids_of, judge
+from .expect import (
+    CHECK_ENHANCED,
+    CHECK_IDS,
+    CHECK_IDS_NEW,
+    CHECK_IDS_UNIQUE,
+    CHECK_LINE_LENGTH,
+    CHECK_REPLY,
+    Observation,
+    ids_of,
+    judge,
+    judge_checks,
+)
 from .loader import DEFAULT_EXPECT
-from .model import Expectation, Level, Profile, ReplyMatch, Scenario, Step, Verdict
+from .model import (
+    Expectation,
+    Level,
+    Profile,
+    ReplyMatch,
+    Scenario,
+    Step,
+    Verdict,
+    fails_run,
+)
 from .reply import Reply
-from .steps import REGISTRY, Context, NotVerified
+from .steps import REGISTRY, Context, NotVerified, PreconditionFailed
 from .transcript import Redactor, Transcript
 
 
@@ -46,6 +77,13 @@ class StepRecord:
 
 @dataclass
 class Outcome:
+    """One scenario run on one port: its verdict and the evidence.
+
+    ``level`` is the level of what decided the verdict (the scenario's level, SHOULD for a
+    ``should:`` expectation under --strict, the blocking requirement's level when blocked);
+    ``blocked_by`` the requirement a blocked scenario is charged to.
+    """
+
     scenario: Scenario
     port: str
     verdict: Verdict = Verdict.PASSED
@@ -55,9 +93,21 @@ class Outcome:
     transcript: Transcript = field(default_factory=Transcript)
     duration: float = 0.0
     steps_run: list[StepRecord] = field(default_factory=list)
+    blocked_by: str | None = None
+    level: Level | None = None  # None: the scenario's level
+
+    @property
+    def judged_level(self) -> Level:
+        return self.level or self.scenario.level
+
+    def fails_run(self, strict: bool) -> bool:
+        return fails_run(self.verdict, self.judged_level, strict)
 
     def summary(self) -> str:
-        lines = [f"{self.scenario.id} [{self.port}]: {self.verdict.value}"]
+        head = f"{self.scenario.id} [{self.port}]: {self.verdict.value}"
+        if self.blocked_by:
+            head += f" by {self.blocked_by}"
+        lines = [head]
         if self.reason:
             lines.append(f"  reason: {self.reason}")
         for failure in self.failures + self.should_failures:
@@ -72,6 +122,45 @@ class _Stop(Exception):
 
 class _Inconclusive(Exception):
     pass
+
+
+class _Blocked(Exception):
+    """A precondition or an incidental check failed; charged to ``requirement``."""
+
+    def __init__(self, requirement: str, level: Level, reason: str) -> None:
+        super().__init__(requirement, level, reason)
+        self.requirement = requirement
+        self.level = level
+        self.reason = reason
+
+
+# The requirement a failed step is charged to when the scenario does not test it: what the
+# catalogue's requirements say each step needs (scenarios/requirements.yaml).
+PRECONDITION_OF: dict[str, str] = {
+    "connect": "SESSION-1",
+    "reconnect": "SESSION-1",
+    "ehlo": "SESSION-1",
+    "helo": "SESSION-1",
+    "starttls": "TLS-1",
+    "auth": "AUTH-2",
+    "login": "AUTH-2",
+    "mail": "SENDER-1",
+    "rcpt": "SESSION-3",
+    "data": "SESSION-3",
+    "rset": "SESSION-2",
+    "noop": "SESSION-2",
+    "observe": "HDR-1",
+}
+# Checks that belong to a requirement of their own, and its level: when a scenario that does
+# not name it sees one fail (the ids= of a message accepted in a sender scenario), the
+# scenario is blocked by that requirement.
+INCIDENTAL: dict[str, tuple[str, Level]] = {
+    CHECK_IDS: ("IDS-1", Level.MUST),
+    CHECK_IDS_UNIQUE: ("IDS-2", Level.MUST),
+    CHECK_IDS_NEW: ("IDS-3", Level.MUST),
+    CHECK_LINE_LENGTH: ("RFC-5", Level.MUST),
+    CHECK_ENHANCED: ("RFC-3", Level.SHOULD),
+}
 
 
 def budget_for(profile: Profile) -> TargetBudget:
@@ -179,12 +268,21 @@ async def _run_steps(ctx: Context, scenario: Scenario, outcome: Outcome, strict:
     except _Stop:
         outcome.verdict = Verdict.FAILED
         return
+    except _Blocked as exc:
+        outcome.verdict = Verdict.BLOCKED
+        outcome.blocked_by = exc.requirement
+        outcome.level = exc.level
+        outcome.reason = exc.reason
+        return
     except (_Inconclusive, NotVerified, BudgetError, ScenarioError) as exc:
         outcome.verdict = next(v for kind, v in _ENDINGS if isinstance(exc, kind))
         outcome.reason = str(exc)
         return
-    if outcome.failures or (outcome.should_failures and (strict or scenario.level is Level.SHOULD)):
+    if outcome.should_failures and (strict or scenario.level is Level.SHOULD):
+        # A should: expectation is SHOULD whatever the scenario's level: it fails the run only
+        # under --strict (model.fails_run), and never a MUST requirement.
         outcome.verdict = Verdict.FAILED
+        outcome.level = Level.SHOULD
 
 
 # How a scenario that ends early is graded, by what ended it.
@@ -202,21 +300,17 @@ def _default_connect() -> Expectation:
     return Expectation(match, None, explicit=False)
 
 
-def _allows_421(s: Step) -> bool:
-    for match in (s.expect.must, s.expect.should):
-        if match is None:
-            continue
-        if (match.code and 421 in match.code) or 4 in (match.reply_class or ()) or match.refused:
-            return True
-    return False
-
-
 async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome) -> None:
     executor = REGISTRY[s.kind]
     at = len(ctx.transcript)
+    dropped = False
     try:
         observation = await executor(ctx, s)
+    except PreconditionFailed as exc:
+        _precondition(ctx, scenario, s, outcome, at, exc.requirement, exc.reason, exc.temporary)
+        return
     except TransportError as exc:
+        dropped = exc.dropped
         observation = Observation(
             reply=None,
             closed=not ctx.driver.connected,
@@ -228,31 +322,68 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
         return
     if s.expect.must.closed and not observation.closed:
         closed = await ctx.driver.wait_closed(ctx.profile.timeout)
-        observation = Observation(
-            observation.reply,
-            closed,
-            observation.tls,
-            observation.error,
-            observation.accepted_recipients,
-            observation.seen_ids,
-        )
+        observation = replace(observation, closed=closed)
     reply = observation.reply
-    if reply is not None and reply.code == 421 and not scenario.destructive and not _allows_421(s):
-        ctx.transcript.event("421: the target throttled or dropped the session")
-        raise _Inconclusive(f"the target answered 421 at step '{s.describe()}': {reply}")
-    must = judge(_resolved(ctx, s.expect.must), observation)
+    must = s.expect.must
+    # A step is under test when it says what it expects, when the scenario names the
+    # requirement the step serves (the RSET of a SESSION-2 scenario), and in a destructive
+    # scenario (the block refuses, closes and answers 421 anywhere: that is what it tests).
+    # Any other step is a precondition: its failure blocks the scenario, or is inconclusive.
+    under_test = (
+        s.expect.explicit
+        or PRECONDITION_OF.get(s.kind) in scenario.requirements
+        or scenario.destructive
+    )
+    temporary = (reply is not None and reply.reply_class == 4) or (
+        reply is None and dropped and not under_test
+    )
+    if temporary and not scenario.destructive and not must.allows_temporary:
+        # RFC 5321 §4.2.1: 4yz is a transient failure, a reason of the target's own (load,
+        # throttling, a backend away); it says nothing of the behaviour under test. A
+        # destructive scenario tests exactly the 421 of the block, so judges it.
+        what = str(reply) if reply is not None else (observation.error or "the session ended")
+        ctx.transcript.event("a transient failure on a step the expectation did not allow for")
+        outcome.steps_run.append(_record(ctx, s, at, observation, "inconclusive"))
+        raise _Inconclusive(f"the target answered {what} at step '{s.describe()}'")
+    checks = judge_checks(_resolved(ctx, must), observation)
     # A transport error fails the step unless the step was about the connection ending.
-    about_closing = s.expect.must.closed is not None or s.expect.must.refused is not None
+    about_closing = must.closed is not None or must.refused is not None
     if (
         observation.error
-        and not must
+        and not checks
         and (s.kind == "observe" or (reply is None and not about_closing))
     ):
-        must.append(observation.error)
+        checks.append((CHECK_REPLY, observation.error))
+    if observation.plaintext_judgement:
+        checks.append((CHECK_REPLY, observation.plaintext_judgement))
     location = str(s.location)
-    if must:
+    if checks:
+        if not under_test and not observation.plaintext_judgement:
+            requirement = PRECONDITION_OF.get(s.kind)
+            if requirement is not None:
+                problems = tuple(text for _, text in checks)
+                outcome.failures.append(Failure(s.describe(), location, Level.MUST, problems, at))
+                outcome.steps_run.append(_record(ctx, s, at, observation, "blocked"))
+                raise _Blocked(
+                    requirement,
+                    Level.MUST,
+                    f"the step '{s.describe()}' (not under test) failed: {problems[0]}",
+                )
+        own = [(c, t) for c, t in checks if not _incidental(c, scenario)]
+        if not own and not scenario.destructive:
+            requirement, level = INCIDENTAL[checks[0][0]]
+            problems = tuple(text for _, text in checks)
+            outcome.failures.append(Failure(s.describe(), location, level, problems, at))
+            outcome.steps_run.append(_record(ctx, s, at, observation, "blocked"))
+            raise _Blocked(
+                requirement,
+                level,
+                f"an incidental check of {requirement} at step '{s.describe()}' failed: "
+                f"{problems[0]}",
+            )
         level = scenario.level
-        outcome.failures.append(Failure(s.describe(), location, level, tuple(must), at))
+        problems = tuple(text for _, text in checks)
+        outcome.failures.append(Failure(s.describe(), location, level, problems, at))
         outcome.steps_run.append(_record(ctx, s, at, observation, "failed"))
         raise _Stop()
     if s.expect.should is not None:
@@ -268,7 +399,44 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
     _remember_ids(ctx, reply)
 
 
-def _record(ctx: Context, s: Step, at: int, observation: Observation, verdict: str) -> StepRecord:
+def _incidental(check: str, scenario: Scenario) -> bool:
+    """Whether a failed check belongs to a requirement other than the scenario's own."""
+    owner = INCIDENTAL.get(check)
+    return owner is not None and owner[0] not in scenario.requirements
+
+
+def _precondition(
+    ctx: Context,
+    scenario: Scenario,
+    s: Step,
+    outcome: Outcome,
+    at: int,
+    requirement: str,
+    reason: str,
+    temporary: bool,
+) -> None:
+    """A step could not be done for a reason it does not test (a stage of ``login``)."""
+    observation = Observation(reply=None, closed=not ctx.driver.connected, tls=ctx.driver.tls)
+    if temporary and not scenario.destructive:
+        outcome.steps_run.append(_record(ctx, s, at, observation, "inconclusive", reason))
+        raise _Inconclusive(f"{reason} (at step '{s.describe()}')")
+    failure = Failure(s.describe(), str(s.location), Level.MUST, (reason,), at)
+    outcome.failures.append(failure)
+    if requirement in scenario.requirements or scenario.destructive:
+        outcome.steps_run.append(_record(ctx, s, at, observation, "failed", reason))
+        raise _Stop()
+    outcome.steps_run.append(_record(ctx, s, at, observation, "blocked", reason))
+    raise _Blocked(requirement, Level.MUST, f"{reason} (at step '{s.describe()}')")
+
+
+def _record(
+    ctx: Context,
+    s: Step,
+    at: int,
+    observation: Observation,
+    verdict: str,
+    what: str | None = None,
+) -> StepRecord:
     entries = ctx.transcript.entries[at:]
     sent = next((e.text.split("\n")[0] for e in entries if e.direction == ">"), "")
     title = f"{s.kind}: {sent}" if sent else s.describe()
@@ -276,7 +444,9 @@ def _record(ctx: Context, s: Step, at: int, observation: Observation, verdict: s
         reply = str(observation.reply)
         reply = reply if len(reply) <= 120 else reply[:117] + "..."
     else:
-        reply = observation.error or ("connection closed" if observation.closed else "no reply")
+        reply = (
+            what or observation.error or ("connection closed" if observation.closed else "no reply")
+        )
     return StepRecord(title, verdict, reply, tuple(f"{e.direction} {e.text}" for e in entries))
 
 

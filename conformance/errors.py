@@ -59,12 +59,18 @@ class TargetError(ConformanceError):
 
 
 class TransportError(TargetError):
-    """A network operation failed; ``closed`` says whether the connection is gone."""
+    """A network operation failed; ``closed`` says whether the connection is gone.
 
-    def __init__(self, message: str, closed: bool = True) -> None:
+    ``dropped`` is True when the peer closed or reset the connection (which a target may do for
+    reasons of its own: the step is inconclusive when it was not under test), False for
+    timeouts, failed handshakes and garbage (the target misbehaved).
+    """
+
+    def __init__(self, message: str, closed: bool = True, dropped: bool = False) -> None:
         self.message = message
         self.closed = closed
-        super().__init__(message, closed)
+        self.dropped = dropped
+        super().__init__(message, closed, dropped)
 
     def __str__(self) -> str:
         return self.message

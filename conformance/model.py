@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -18,11 +19,58 @@ class Level(StrEnum):
 
 
 class Verdict(StrEnum):
+    """The verdict of one scenario run (and, with "not covered", of one requirement).
+
+    - ``passed``: every MUST expectation held (``should:`` ones may have warned).
+    - ``failed``: an expectation of the behaviour under test was not met.
+    - ``blocked``: a precondition or an incidental check failed (the login, the ``ids=`` of
+      an accepted message in a sender scenario...): the failure is charged to the
+      requirement named in ``blocked_by``, never to the scenario's own requirements.
+    - ``inconclusive``: the target answered 4xx or dropped the session on a step not under
+      test (throttled, temporarily unavailable): nothing was learnt.
+    - ``not verified``: the scenario could not run here (a role, a value or an observer the
+      profile lacks, a destructive scenario not selected, the message budget spent).
+    - ``error``: a bug of the harness or of the scenario file.
+    """
+
     PASSED = "passed"
     FAILED = "failed"
-    NOT_VERIFIED = "not verified"
+    BLOCKED = "blocked"
     INCONCLUSIVE = "inconclusive"
+    NOT_VERIFIED = "not verified"
     ERROR = "error"
+
+
+# Worst first: a requirement's verdict is the worst of its scenarios' at its own level.
+VERDICT_ORDER: tuple[Verdict, ...] = (
+    Verdict.FAILED,
+    Verdict.ERROR,
+    Verdict.BLOCKED,
+    Verdict.INCONCLUSIVE,
+    Verdict.NOT_VERIFIED,
+    Verdict.PASSED,
+)
+
+
+def worst(verdicts: Iterable[Verdict]) -> Verdict | None:
+    """The worst of ``verdicts`` (None when there are none)."""
+    present = set(verdicts)
+    return next((v for v in VERDICT_ORDER if v in present), None)
+
+
+def fails_run(verdict: Verdict, level: Level, strict: bool) -> bool:
+    """Whether a scenario run's verdict makes the run exit 1.
+
+    ``level`` is the level of what was judged: the scenario's level for ``failed`` and
+    ``inconclusive``, SHOULD for a ``should:`` expectation under --strict, the blocking
+    requirement's level for ``blocked``. Passed and not verified never fail the run; an error
+    always does; the others do at MUST level, and at SHOULD level only with --strict.
+    """
+    if verdict in (Verdict.PASSED, Verdict.NOT_VERIFIED):
+        return False
+    if verdict is Verdict.ERROR:
+        return True
+    return level is Level.MUST or strict
 
 
 @dataclass(frozen=True)
@@ -54,6 +102,16 @@ class ReplyMatch:
     @property
     def checks_ids(self) -> bool:
         return self.ids_count is not None
+
+    @property
+    def allows_temporary(self) -> bool:
+        """Whether a 4xx reply (or a close) is among what this expectation accepts."""
+        return bool(
+            self.refused
+            or 4 in (self.reply_class or ())
+            or any(c // 100 == 4 for c in self.code or ())
+            or self.closed
+        )
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ class ConsoleReporter:
         if not isinstance(report, pytest.TestReport) or not _is_scenario(report):
             return None
         if report.when == "call" or (report.when == "setup" and report.skipped):
-            return report.outcome, "", ""
+            return ("xfailed" if hasattr(report, "wasxfail") else report.outcome), "", ""
         return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -160,7 +160,11 @@ class ConsoleReporter:
     ) -> None:
         interrupted = self.interrupted or exitstatus == pytest.ExitCode.INTERRUPTED
         terminalreporter.section("conformance per requirement")
-        for line in console.requirement_table(console.tally(self.records, self.requirements())):
+        from .reporting import by_requirement
+
+        requirements = self.requirements()
+        judged = {row["id"]: row["verdict"] for row in by_requirement(self.records, requirements)}
+        for line in console.requirement_table(console.tally(self.records, requirements, judged)):
             terminalreporter.line(line)
         stability = console.stability_lines(self.records)
         if stability:

@@ -15,7 +15,7 @@ h1{margin-bottom:.2em}table{border-collapse:collapse}td,th{padding:3px 10px;text
 vertical-align:top;border-bottom:1px solid #ddd}th{background:#f4f4f4}
 .facts th{width:16em;background:none}
 .badge{display:inline-block;padding:3px 10px;margin:2px;border-radius:4px;font-weight:bold}
-.k-failed,.k-error{background:#fdd}.k-inconclusive,.k-known,.k-warned{background:#ffd}
+.k-failed,.k-error,.k-blocked{background:#fdd}.k-inconclusive,.k-known,.k-warned{background:#ffd}
 .k-passed{background:#dfd}.k-not-verified{background:#def}
 .scenario{margin:.5em 0;padding:.3em .8em;border-left:6px solid #ccc}
 .scenario.k-failed,.scenario.k-error{border-color:#c00}.scenario.k-passed{border-color:#080}
@@ -148,7 +148,7 @@ def _filters(records: list[dict[str, Any]]) -> list[str]:
 
 def _scenario(r: dict[str, Any], texts: dict[str, str], rel: Any) -> str:
     kind = view.kind(r)
-    bad = kind in ("failed", "error", "inconclusive")
+    bad = kind in ("failed", "error", "blocked", "inconclusive")
     out = [
         f"<details class='scenario {_css_kind(kind)}' data-kind='{escape(kind)}' "
         f"data-area='{escape(view.area(r))}'{' open' if bad else ''}>",
@@ -162,6 +162,11 @@ def _scenario(r: dict[str, Any], texts: dict[str, str], rel: Any) -> str:
         f"<li><b>{escape(rid)}</b>: {escape(texts.get(rid, '?'))}</li>" for rid in r["requirements"]
     ]
     out.append("</ul>")
+    if r.get("blocked_by"):
+        out.append(
+            f"<p>Blocked by <b>{escape(r['blocked_by'])}</b>: "
+            f"{escape(texts.get(r['blocked_by'], '?'))}</p>"
+        )
     if r.get("reason"):
         out.append(f"<p>Reason: {rel(r['reason'])}</p>")
     if r.get("deviation"):

@@ -53,7 +53,11 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     texts = view.requirement_texts(doc)
     records = view.ordered(doc["scenarios"])
-    failing = [r for r in records if view.kind(r) in ("failed", "error", "inconclusive", "known")]
+    failing = [
+        r
+        for r in records
+        if view.kind(r) in ("failed", "error", "blocked", "inconclusive", "known")
+    ]
     warned = [r for r in records if view.kind(r) == "warned"]
     for title, group in (("Failures", failing), ("SHOULD warnings", warned)):
         if not group:
@@ -95,6 +99,11 @@ def _scenario(r: dict[str, Any], texts: dict[str, str], rel: Any) -> list[str]:
         "",
     ]
     out += [f"- **{escape(rid)}**: {escape(texts.get(rid, '?'))}" for rid in r["requirements"]]
+    if r.get("blocked_by"):
+        out += [
+            "",
+            f"Blocked by {escape(r['blocked_by'])}: {escape(texts.get(r['blocked_by'], '?'))}",
+        ]
     if r.get("reason"):
         out += ["", f"Reason: {escape(rel(r['reason']))}"]
     if r.get("deviation"):

@@ -12,10 +12,20 @@ from typing import Any
 from .console import outcome_of
 
 # Scenario runs in the order a reader needs them: what is wrong first.
-ORDER = ("failed", "error", "inconclusive", "known", "warned", "not verified", "passed")
+ORDER = (
+    "failed",
+    "error",
+    "blocked",
+    "inconclusive",
+    "known",
+    "warned",
+    "not verified",
+    "passed",
+)
 LABELS = {
     "failed": "failed",
     "error": "harness error",
+    "blocked": "blocked",
     "inconclusive": "inconclusive",
     "known": "known deviation",
     "warned": "passed with SHOULD warnings",

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import __version__
 from .engine import Failure, Outcome
-from .model import Requirement
+from .model import Requirement, Verdict, worst
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -28,7 +28,13 @@ def _failure(f: Failure) -> dict[str, Any]:
     }
 
 
-def record(outcome: Outcome, deviation: str | None = None) -> dict[str, Any]:
+def record(outcome: Outcome, deviation: str | None = None, strict: bool = False) -> dict[str, Any]:
+    """One scenario run as JSON: the verdict model of ``model.Verdict`` made explicit.
+
+    ``verdict`` is the scenario's verdict; ``judged_level`` the level of what decided it;
+    ``blocked_by`` the requirement a blocked run is charged to; ``fails_run`` whether it makes
+    the run exit 1 (``model.fails_run``, with the run's --strict).
+    """
     s = outcome.scenario
     redact = outcome.transcript.redact
     return {
@@ -41,6 +47,9 @@ def record(outcome: Outcome, deviation: str | None = None) -> dict[str, Any]:
         "destructive": s.destructive,
         "location": str(s.location),
         "verdict": outcome.verdict.value,
+        "judged_level": outcome.judged_level.value,
+        "blocked_by": outcome.blocked_by,
+        "fails_run": outcome.fails_run(strict),
         "reason": redact(outcome.reason),
         "deviation": deviation,
         "failures": [_failure(f) for f in outcome.failures],
@@ -57,33 +66,56 @@ def record(outcome: Outcome, deviation: str | None = None) -> dict[str, Any]:
 def by_requirement(
     records: Iterable[dict[str, Any]], requirements: dict[str, Requirement]
 ) -> list[dict[str, Any]]:
+    """One row per requirement.
+
+    A requirement's verdict is the worst verdict (``model.VERDICT_ORDER``) of the runs that
+    judge it at its own level: its scenarios of the same level, and the runs of other
+    scenarios blocked by it (a precondition or incidental check of this requirement failed
+    there: failed). An own run that was blocked makes it "blocked" (not judged), never
+    "failed". A scenario of another level (a SHOULD scenario naming a MUST requirement) and a
+    ``should:`` expectation that was not met only add ``warnings``; a blocked run is never
+    charged to the scenario's own requirements. "not covered": no run judged it.
+    """
     rows = []
     records = list(records)
     for rid, req in sorted(requirements.items(), key=lambda kv: _sort_key(kv[0])):
-        mine = [r for r in records if rid in r["requirements"]]
-        verdicts = {r["verdict"] for r in mine}
-        if not mine:
-            verdict = "not covered"
-        elif "failed" in verdicts or "error" in verdicts:
-            verdict = "failed"
-        elif "inconclusive" in verdicts:
-            verdict = "inconclusive"
-        elif verdicts == {"not verified"}:
-            verdict = "not verified"
-        elif "passed" in verdicts and any(r["should_failures"] for r in mine):
-            verdict = "passed with warnings"
-        else:
-            verdict = "passed"
+        level = req.level.value
+        own = [r for r in records if rid in r["requirements"] and r["level"] == level]
+        blocking = [
+            r
+            for r in records
+            if r.get("blocked_by") == rid and r.get("judged_level", "MUST") == level
+        ]
+        verdicts = [Verdict(r["verdict"]) for r in own] + [Verdict.FAILED for _ in blocking]
+        found = worst(verdicts)
+        named = [r for r in records if rid in r["requirements"]]
+        warnings = sorted(
+            {
+                _run(r)
+                for r in named
+                if (r["level"] != level and r["verdict"] != Verdict.PASSED.value)
+                or r["should_failures"]
+            }
+        )
         rows.append(
             {
                 "id": rid,
-                "level": req.level.value,
+                "level": level,
                 "text": req.text,
-                "verdict": verdict,
-                "scenarios": sorted({f"{r['scenario']}[{r['port']}]" for r in mine}),
+                "verdict": "not covered" if found is None else found.value,
+                "scenarios": sorted({_run(r) for r in named}),
+                "blocked": sorted(
+                    {_run(r) for r in named if r["verdict"] == Verdict.BLOCKED.value}
+                ),
+                "blocking": sorted({_run(r) for r in blocking}),
+                "warnings": warnings,
             }
         )
     return rows
+
+
+def _run(r: dict[str, Any]) -> str:
+    return f"{r['scenario']}[{r['port']}]"
 
 
 def _sort_key(rid: str) -> tuple[str, int]:

@@ -7,13 +7,17 @@ import asyncio
 import base64
 import functools
 import os
+import random
+import secrets
+import ssl
+import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .budget import TargetBudget
-from .driver import Driver
+from .driver import Driver, tls_context
 from .errors import ScenarioError, TransportError
 from .expect import Observation
 from .messages import build, size_value, unescape
@@ -28,6 +32,24 @@ GOOD_ROLES = ("send_only", "full_access", "restricted")
 
 class NotVerified(Exception):
     """The scenario cannot be judged here (a missing role, no observer, budget spent)."""
+
+
+class PreconditionFailed(Exception):
+    """A step the scenario does not test could not be done (inside ``login``: EHLO or
+    STARTTLS refused, TLS never started; or a key that must not be sent on this session).
+
+    ``requirement`` is the requirement the failure is charged to; ``temporary`` says the target
+    answered 4xx or closed the session (inconclusive) rather than refused outright.
+    """
+
+    def __init__(self, requirement: str, reason: str, temporary: bool = False) -> None:
+        super().__init__(requirement, reason, temporary)
+        self.requirement = requirement
+        self.reason = reason
+        self.temporary = temporary
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 @dataclass
@@ -76,6 +98,39 @@ def _observe(ctx: Context, reply: Any, **extra: Any) -> Observation:
         seen_ids=frozenset(ctx.seen_ids),
         **extra,
     )
+
+
+def secure_session(ctx: Context) -> bool:
+    """Whether a profile key may go on this session: TLS is established on it and the
+    certificate was verified against the profile's trust, or the profile says ``insecure``."""
+    if not ctx.driver.tls:
+        return False
+    if ctx.profile.tls.insecure:
+        return True
+    ca = str(ctx.profile.tls.ca_file) if ctx.profile.tls.ca_file else None
+    context = tls_context(ca, ctx.profile.tls.system, False)
+    return context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+@functools.lru_cache(maxsize=32)
+def decoy_secret(secret: str, run: str) -> str:
+    """A secret in the shape of ``secret`` (its prefix up to the last underscore, its length,
+    its alphabet), random for each run: what a probe of AUTH before TLS sends instead of a key.
+    A server that judges it (535) on a plaintext session has judged a credential in clear."""
+    prefix, sep, body = secret.rpartition("_")
+    head = prefix + sep
+    alphabet = string.ascii_letters + string.digits
+    if body and all(c in string.hexdigits.lower() for c in body):
+        alphabet = "0123456789abcdef"
+    rng = random.Random(f"{run}:{len(secret)}:{head}")
+    return head + "".join(rng.choice(alphabet) for _ in range(len(body) or 16))
+
+
+def _run_id() -> str:
+    return os.environ.get("ANYPOST_CONFORMANCE_RUN") or _LOCAL_RUN
+
+
+_LOCAL_RUN = secrets.token_hex(16)
 
 
 def key_secret(profile: Profile, role: str) -> str:
@@ -136,6 +191,19 @@ async def _auth(ctx: Context, s: Step) -> Observation:
         ctx.transcript.redact.add(secret)
     label = f"<redacted: {username} / {role + ' key' if role else 'literal secret'}>"
     failing = _expects_failure(s, args)
+    secure = secure_session(ctx)
+    if role and not secure:
+        # A judge never harms its target: no key of the profile goes on a session without
+        # verified TLS. A probe that expects AUTH to be refused there sends a decoy in the
+        # key's shape instead; a step that needs the key to work cannot run.
+        if not failing:
+            raise PreconditionFailed(
+                "TLS-1",
+                f"TLS is not established on this session; the {role} key was not sent",
+            )
+        secret = decoy_secret(secret, _run_id())
+        label = f"<decoy in the shape of the {role} key: {username} / not a real key>"
+        ctx.transcript.event(f"no TLS on this session: a decoy is sent instead of the {role} key")
     # A destructive scenario is meant to trip the block: it holds the target alone, and the
     # budget records the block when it ends.
     reservation = (
@@ -169,7 +237,15 @@ async def _auth(ctx: Context, s: Step) -> Observation:
         ctx.budget.record_failure()
     elif not counted and reservation:
         ctx.budget.release(reservation)
-    return _observe(ctx, reply)
+    # RFC 4954 §4 and RFC 3207 §4: before TLS the server refuses AUTH itself (530, 538, 503,
+    # 502, 504...); 535 says it judged the credential, which it must not do in clear.
+    judged = None
+    if reply.code == 535 and not ctx.driver.tls:
+        judged = (
+            "the server judged a credential on a plaintext session (535 before TLS): it must "
+            "refuse AUTH without TLS (530 5.7.0 or 538 5.7.11), not evaluate the secret"
+        )
+    return _observe(ctx, reply, plaintext_judgement=judged)
 
 
 @step("login")
@@ -177,15 +253,43 @@ async def _login(ctx: Context, s: Step) -> Observation:
     """EHLO, STARTTLS, EHLO, AUTH: the observation is the first refusal, or AUTH's reply."""
     hello = f"EHLO {ctx.profile.helo_name}"
     for action in ("ehlo", "starttls", "ehlo"):
-        if action == "ehlo":
-            reply = await ctx.driver.command(hello)
-        elif not ctx.driver.tls:
-            reply = await ctx.driver.starttls()
-        else:
-            continue
-        if reply.reply_class != 2:
+        try:
+            if action == "ehlo":
+                reply = await ctx.driver.command(hello)
+            elif not ctx.driver.tls:
+                reply = await ctx.driver.starttls()
+            else:
+                continue
+        except TransportError as exc:
+            if ctx.destructive:
+                raise  # a block scenario judges the closed session itself
+            # A close is the target's business (inconclusive); a timeout or garbage is not.
+            raise PreconditionFailed(
+                _LOGIN_STAGE[action],
+                f"login: {exc.message}",
+                temporary=exc.dropped,
+            ) from None
+        requirement = _LOGIN_STAGE[action]
+        if reply.code == 421 and ctx.destructive:
+            # The auth-failure block refuses the session early (421 at EHLO): that refusal is
+            # what a block scenario judges. Any other refusal before AUTH is no block.
             return _observe(ctx, reply)
+        if reply.reply_class != 2:
+            raise PreconditionFailed(
+                requirement,
+                f"login: {action.upper()} answered {reply}; AUTH was not tried",
+                temporary=reply.reply_class == 4 or not ctx.driver.connected,
+            )
+        if action == "starttls" and not ctx.driver.tls:
+            raise PreconditionFailed(
+                requirement,
+                f"login: STARTTLS answered {reply} but TLS never started; the key was not sent",
+            )
     return await _auth(ctx, s)
+
+
+# What each stage of a login is charged to when it fails.
+_LOGIN_STAGE = {"ehlo": "SESSION-1", "starttls": "TLS-1"}
 
 
 @step("wait")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import idna
 import yaml
 
 PERMISSIONS = ("send_only", "full_access", "read_only")
@@ -23,8 +24,19 @@ class ConfigError(Exception):
 
 
 def normalize_domain(domain: str) -> str:
-    """Domains compare case-insensitively and a trailing dot is ignored (RFC 5321 §2.4)."""
-    return domain.strip().rstrip(".").lower()
+    """Domains compare case-insensitively and a trailing dot is ignored (RFC 5321 §2.4); a
+    Unicode domain compares as its A-label (RFC 5890 §2.3.2.1), which is what clients send.
+
+    A domain that has no A-label is returned lower-cased: it can then never equal a configured
+    domain, which ``idna_domain`` checked at load.
+    """
+    name = domain.strip().rstrip(".").lower()
+    if name.isascii():
+        return name
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return name
 
 
 @dataclass(frozen=True)

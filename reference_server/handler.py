@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from email.headerregistry import Address
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword
 
 from . import replies
+from .addresses import Mailbox
 from .config import ApiKey, ServerConfig
 from .headers import (
     ControlValues,
@@ -150,7 +150,7 @@ class AnypostHandler:
         envelope.rcpt_options.extend(options)
         return str(replies.RCPT_OK)
 
-    def authors(self, block: HeaderBlock) -> list[Address]:
+    def authors(self, block: HeaderBlock) -> list[Mailbox]:
         return sender_mailboxes(block)
 
     def read_control(self, block: HeaderBlock) -> ControlValues:

@@ -1,7 +1,8 @@
 """Header rules of the contract, as pure functions over the raw header block.
 
-- The From header: exactly one; every mailbox (and the Sender's, when From holds several) is
-  a real RFC 5322 address, parsed by the ``email`` package; display names never count.
+- The From header: exactly one, and at most one Sender; both read strictly as RFC 5322
+  (``addresses``); every mailbox and every address-like text a reader could be shown in them is
+  checked, so a display name never stands for the address.
 - The Anypost control headers (X-Anypost-Tags, X-Anypost-Tag, X-Anypost-Topic, X-Campaign):
   names case-insensitive, folded values unfolded, each at most once except X-Anypost-Tag, which
   cannot be combined with X-Anypost-Tags; read, then stripped before delivery.
@@ -11,13 +12,17 @@ Only top-level headers count: a part or an attached message is body (BRIEF §4).
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-from dataclasses import dataclass, field
-from email import policy
-from email.headerregistry import Address
-from typing import Any
+from dataclasses import dataclass
+
+from .addresses import (
+    AddressSyntaxError,
+    Mailbox,
+    address_like_domains,
+    lenient_domains,
+    parse_mailboxes,
+)
 
 TAGS = "x-anypost-tags"
 TAG = "x-anypost-tag"
@@ -57,11 +62,6 @@ class ControlValues:
     tags: tuple[str, ...] = ()
     topic: str | None = None
     campaign: str | None = None
-
-
-@dataclass
-class SenderIdentity:
-    mailboxes: list[Address] = field(default_factory=list)
 
 
 def parse_header_block(data: bytes | bytearray) -> HeaderBlock:
@@ -104,47 +104,41 @@ def parse_header_block(data: bytes | bytearray) -> HeaderBlock:
     return HeaderBlock(tuple(fields), end)
 
 
-@functools.cache
-def _header_class(name: str) -> Any:
-    """The email package's class for an address header; its registry builds a new class on
-    every lookup, which costs more than parsing the header, so it is built once."""
-    registry: Any = policy.default.header_factory  # a HeaderRegistry, typed as a callable
-    return registry[name]
+def _field_mailboxes(header: Field, single: bool) -> list[Mailbox]:
+    try:
+        parsed = parse_mailboxes(header.value, single=single)
+    except AddressSyntaxError as exc:
+        raise HeaderError("from", f"{header.name}: {exc}") from None
+    return list(parsed.mailboxes)
 
 
-def _mailboxes(header: Field) -> list[Address]:
-    parsed = _header_class(header.name)(header.name, header.value)
-    addresses = list(getattr(parsed, "addresses", ()))
-    for address in addresses:
-        if not address.username or not address.domain:
-            raise HeaderError("from", f"{header.name}: {address} is not a mailbox")
-    return addresses
+def _shown(header: Field) -> list[Mailbox]:
+    """Every other address a reader may be shown in this field: address-like text in display
+    names, comments and encoded-words, and what a lenient parser extracts."""
+    domains = address_like_domains(header.value) + lenient_domains(header.value)
+    return [Mailbox("", d) for d in dict.fromkeys(domains)]
 
 
-def sender_mailboxes(block: HeaderBlock) -> list[Address]:
-    """Every mailbox the recipient may be shown as the author: From, and Sender when given."""
+def sender_mailboxes(block: HeaderBlock) -> list[Mailbox]:
+    """Every address the recipient may be shown as the author, to be checked: the mailboxes of
+    From and Sender read strictly (``addresses``), then every address-like text in them.
+
+    Raises ``HeaderError`` when From or Sender is missing, repeated, or not strict RFC 5322.
+    """
     froms = block.named("from")
     if len(froms) != 1:
         raise HeaderError("from", f"expected exactly one From header, found {len(froms)}")
-    try:
-        authors = _mailboxes(froms[0])
-    except HeaderError:
-        raise
-    except Exception as exc:  # the email package raises assorted errors on hostile input
-        raise HeaderError("from", f"unparseable From header: {exc}") from None
-    if not authors:
-        raise HeaderError("from", "the From header holds no mailbox")
+    authors = _field_mailboxes(froms[0], single=False)
     senders = block.named("sender")
     if len(senders) > 1:
         raise HeaderError("from", "several Sender headers")
     if senders:
-        sender = _mailboxes(senders[0])
-        if len(sender) != 1:
-            raise HeaderError("from", "the Sender header must hold exactly one mailbox")
-        authors += sender
+        authors += _field_mailboxes(senders[0], single=True)
     elif len(authors) > 1:
         # RFC 5322 §3.6.2: several authors need a Sender.
         raise HeaderError("from", "a From with several mailboxes needs a Sender header")
+    for header in (*froms, *senders):
+        authors += _shown(header)
     return authors
 
 

@@ -38,7 +38,11 @@ SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
 RCPT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
 TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients")
 FROM_NOT_PERMITTED = Reply(550, "5.7.1", "From address not permitted for this API key")
-BAD_FROM = Reply(554, "5.6.0", "The message needs exactly one valid From header")
+# A From or Sender that a strict RFC 5322 reading does not derive: a format fault of the message
+# (RFC 3463 X.6.x), not a policy decision about an address, which is 550 5.7.1.
+BAD_FROM = Reply(
+    554, "5.6.0", "The message needs one From header, and at most one Sender, in RFC 5322 syntax"
+)
 BAD_CONTROL_HEADER = Reply(554, "5.6.0", "Malformed or repeated Anypost header")
 BARE_LINE_ENDING = Reply(554, "5.6.0", "Bare CR or LF in message data")
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")

@@ -219,12 +219,14 @@ def test_engine_misbehaving_target_is_a_failed_verdict_in_time(
     assert elapsed < 10 * TIMEOUT
 
 
-def test_engine_refused_connection_is_a_failed_verdict() -> None:
+def test_engine_refused_connection_blocks_the_scenario_and_fails_the_run() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
         outcome = run(scenario("starttls/upgrade-succeeds"), profile_for(port, None))
-    assert outcome.verdict is Verdict.FAILED
+    # The connection is a precondition of a STARTTLS scenario, charged to SESSION-1.
+    assert outcome.verdict is Verdict.BLOCKED and outcome.blocked_by == "SESSION-1"
+    assert outcome.fails_run(strict=False)
     assert "connect to 127.0.0.1" in outcome.summary()
 
 

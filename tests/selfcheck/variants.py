@@ -8,6 +8,7 @@ catalogue to the variant it must fail against.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,17 @@ class KeepsSessionAcrossTls(AnypostSMTP):
     def _create_session(self) -> Any:
         # RFC 3207 §4.2 broken: the pre-TLS session (its EHLO) survives the handshake.
         return self.session if self.session is not None else super()._create_session()
+
+
+class JudgesCredentialsBeforeTls(AnypostSMTP):
+    """Refuses MAIL until AUTH, but evaluates AUTH in clear (535 to a bad secret): STARTTLS
+    merely offered, as aiosmtpd does with ``auth_require_tls=False``."""
+
+    def __init__(self, handler: AnypostHandler, **kwargs: Any) -> None:
+        kwargs.update(require_starttls=False, auth_require_tls=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # aiosmtpd warns of exactly this configuration
+            super().__init__(handler, **kwargs)
 
 
 class RunsInjectedCommands(AnypostSMTP):
@@ -334,8 +346,15 @@ class OneLongLine(AnypostHandler):
 
 
 class RepeatsIds(AnypostHandler):
-    def new_ids(self, count: int) -> tuple[str, ...]:
-        return tuple(f"email_018f4f3e-7b2c-7c80-8e21-{i:012x}" for i in range(count))
+    """Treats a resubmission as a replay (idempotency the contract rules out): it stores the
+    message, but answers with the ids it first gave for that many recipients."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._first: dict[int, tuple[str, ...]] = {}
+
+    def accepted_reply(self, ids: tuple[str, ...]) -> str:
+        return super().accepted_reply(self._first.setdefault(len(ids), ids))
 
 
 class CountsDuplicateRcpts(AnypostHandler):
@@ -411,6 +430,7 @@ VARIANTS: dict[str, Variant] = {
         options={"require_starttls": False, "auth_required": False, "auth_require_tls": False},
     ),
     "advertises-auth-before-tls": Variant(handler=AdvertisesAuthBeforeTls),
+    "judges-credentials-before-tls": Variant(smtp=JudgesCredentialsBeforeTls),
     "advertises-starttls-after-tls": Variant(handler=AdvertisesStarttlsAfterTls),
     "keeps-session-across-tls": Variant(smtp=KeepsSessionAcrossTls),
     "runs-injected-commands": Variant(smtp=RunsInjectedCommands),
@@ -461,7 +481,7 @@ VARIANTS: dict[str, Variant] = {
 CATALOGUE_PROOF: dict[str, str] = {
     "starttls/plaintext-greeting-offers-starttls": "advertises-auth-before-tls",
     "starttls/upgrade-succeeds": "advertises-starttls-after-tls",
-    "starttls/auth-refused-before-tls": "plaintext-open",
+    "starttls/auth-refused-before-tls": "judges-credentials-before-tls",
     "starttls/auth-login-refused-before-tls": "plaintext-open",
     "starttls/mail-refused-before-tls": "plaintext-open",
     "starttls/rcpt-and-data-refused-before-tls": "plaintext-open",
