@@ -282,9 +282,9 @@ def _base_pytest_command(
     if args.keyword:
         command += ["-k", args.keyword]
     if args.workers:
-        command += ["-n", str(args.workers)]
-        if args.include_destructive:
-            command += ["--dist", "loadfile"]
+        # Groups (conformance.schedule): the scenarios spending the auth-failure budget in one
+        # lane that starts first, destructive ones in one that comes last; in collection order.
+        command += ["-n", str(args.workers), "--dist", "loadgroup", "--no-loadscope-reorder"]
     if args.include_destructive:
         command.append("--include-destructive")
     if args.strict:

@@ -373,6 +373,7 @@ def _failure_text(outcome: Outcome, requirements: dict[str, Requirement]) -> str
     return "\n".join(lines)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist names the groups (--dist loadgroup)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
@@ -392,7 +393,22 @@ def pytest_collection_modifyitems(
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     # Destructive scenarios last: they hold the target exclusively and leave it blocking us.
-    keep.sort(key=lambda i: isinstance(i, ScenarioItem) and i.scenario.destructive)
+    # With --dist loadgroup (what `anypost-conformance run -n N` uses), the scenarios that
+    # spend the auth-failure budget form one lane that starts first (issue 10).
+    from .schedule import lane, order_key
+
+    parallel = bool(
+        getattr(config.option, "loadgroup", False)  # a pytest-xdist worker
+        or config.getoption("dist", "no") == "loadgroup"
+    )
+    keep.sort(
+        key=lambda i: order_key(i.scenario, parallel) if isinstance(i, ScenarioItem) else (0, 1)
+    )
+    if parallel:
+        for item in keep:
+            group = lane(item.scenario) if isinstance(item, ScenarioItem) else None
+            if group is not None:
+                item.add_marker(pytest.mark.xdist_group(group))
     items[:] = keep
 
 
