@@ -282,9 +282,9 @@ def _base_pytest_command(
     if args.keyword:
         command += ["-k", args.keyword]
     if args.workers:
-        # Groups (conformance.schedule): the scenarios spending the auth-failure budget in one
-        # lane that starts first, destructive ones in one that comes last; in collection order.
-        command += ["-n", str(args.workers), "--dist", "loadgroup", "--no-loadscope-reorder"]
+        # Lanes (conformance.schedule): the scenarios spending the auth-failure budget in one
+        # that starts first, destructive ones in one that comes last; in collection order.
+        command += ["-n", str(args.workers), "--conformance-lanes", "--no-loadscope-reorder"]
     if args.include_destructive:
         command.append("--include-destructive")
     if args.strict:

@@ -71,6 +71,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where the contract is published; Allure links each requirement to URL#ID",
     )
     group.addoption(
+        "--conformance-lanes",
+        action="store_true",
+        help="with -n: the scenarios that may fail a login run in one lane that starts first",
+    )
+    group.addoption(
         "--conformance-repeat",
         type=int,
         default=1,
@@ -393,23 +398,27 @@ def pytest_collection_modifyitems(
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     # Destructive scenarios last: they hold the target exclusively and leave it blocking us.
-    # With --dist loadgroup (what `anypost-conformance run -n N` uses), the scenarios that
-    # spend the auth-failure budget form one lane that starts first (issue 10).
-    from .schedule import lane, order_key
+    # With --conformance-lanes (what `anypost-conformance run -n N` uses), the scenarios that
+    # spend the auth-failure budget come first: their lane starts first (issue 10).
+    from .schedule import order_key
 
-    parallel = bool(
-        getattr(config.option, "loadgroup", False)  # a pytest-xdist worker
-        or config.getoption("dist", "no") == "loadgroup"
-    )
+    parallel = bool(config.getoption("--conformance-lanes"))
     keep.sort(
         key=lambda i: order_key(i.scenario, parallel) if isinstance(i, ScenarioItem) else (0, 1)
     )
-    if parallel:
-        for item in keep:
-            group = lane(item.scenario) if isinstance(item, ScenarioItem) else None
-            if group is not None:
-                item.add_marker(pytest.mark.xdist_group(group))
     items[:] = keep
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--conformance-lanes: one pytest-xdist worker runs the budget lane (conformance.schedule)
+    while the others run the rest. xdist's own ``loadgroup`` cannot do it under pytest 9 (it
+    renames items through an attribute pytest 9 no longer reads), so the lanes are ours."""
+    if not config.getoption("--conformance-lanes"):
+        return None
+    from .lanes import LaneScheduling
+
+    return LaneScheduling(config, log)
 
 
 @pytest.hookimpl(wrapper=True)
