@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--strict", action="store_true", help="SHOULD-level expectations fail the run too"
     )
+    run.add_argument(
+        "--allow-missing-keys",
+        action="store_true",
+        help="run although key variables of the profile are unset (what needs them is not "
+        "verified; the summary says how much); without it, unset keys are a usage error",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="less pytest output")
     run.add_argument(
         "--repeat",
@@ -188,8 +194,7 @@ def list_catalogue(args: argparse.Namespace) -> int:
 
 def check_scenarios(paths: list[Path]) -> int:
     from .loader import find_scenario_files, load_scenarios
-    from .plugin import _find_requirements
-    from .requirements import load_requirements
+    from .requirements import find_requirements, load_requirements
 
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -206,8 +211,7 @@ def check_scenarios(paths: list[Path]) -> int:
     count = 0
     for file in files:
         try:
-            req_file = _find_requirements(file.parent)
-            requirements = load_requirements(req_file) if req_file else None
+            requirements = load_requirements(find_requirements(file.parent))
             for scenario in load_scenarios(file, requirements):
                 count += 1
                 if scenario.id in ids:
@@ -289,6 +293,8 @@ def _base_pytest_command(
         command.append("--include-destructive")
     if args.strict:
         command.append("--conformance-strict")
+    if args.allow_missing_keys:
+        command.append("--allow-missing-keys")
     if args.quiet:
         command.append("-q")
     return command

@@ -1,10 +1,15 @@
-"""The only code that opens sockets: an SMTP session over aiosmtplib, with a transcript.
+"""The only code that opens sockets: an SMTP session over the harness's own wire reader
+(``wire``, ``framing``), with a transcript.
 
 The driver reports, it does not judge: every reply comes back as a ``Reply``, whatever its code;
-only transport failures (refused, timed out, closed, garbage, TLS failure) raise
-``TransportError``. It works at aiosmtplib's protocol level because the high-level client
-raises on refusals, re-sends EHLO on its own, and closes the socket after a 421, each of which
-would hide what the server did.
+only transport failures (refused, timed out, closed, unreadable, TLS failure) raise
+``TransportError``. What the server got wrong on the wire (framing, extra replies) is collected
+as ``Violation``s for the engine to judge against their own requirements.
+
+Replies are paired with commands by count (RFC 5321 §4.2: "Every command MUST generate exactly
+one reply"): the driver knows how many replies it is owed. A reply received while none is owed
+is an extra one. Because a server answers in order, every surplus is visible by the time QUIT's
+reply and the close arrive, so an extra reply is found whatever the timing.
 """
 
 from __future__ import annotations
@@ -14,20 +19,21 @@ import functools
 import re
 import ssl
 from collections.abc import Callable
-
-import aiosmtplib
-from aiosmtplib.protocol import SMTPProtocol
+from typing import Any
 
 from .errors import TransportError
-from .reply import Reply
+from .evidence import shown
+from .framing import FramingError
+from .model import Level
+from .reply import Reply, Violation
 from .transcript import Transcript
+from .wire import Closed, Connection
 
 _PERIOD = re.compile(rb"(?m)^\.")
-_CLOSE_POLL = 0.02
-
-
-def _reply(response: aiosmtplib.SMTPResponse) -> Reply:
-    return Reply(response.code, tuple(response.message.split("\n")))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+EXTRA_RULE = "RFC-12"
+MAX_VIOLATIONS = 20  # per session: a server that breaks every line is shown, not copied
+QUIT_WAIT = 2.0  # seconds, at most, for QUIT's reply and the close at the end of a session
 
 
 @functools.lru_cache(maxsize=8)
@@ -42,6 +48,22 @@ def tls_context(ca_file: str | None, system: bool, insecure: bool) -> ssl.SSLCon
     if ca_file:
         return ssl.create_default_context(cafile=ca_file)
     return ssl.create_default_context()
+
+
+def tls_failure(exc: BaseException, server_name: str, timeout: float) -> str:
+    """What went wrong in a TLS handshake, in words that say where to look."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = (exc.verify_message or str(exc)).rstrip(".")
+        return f"TLS handshake: certificate verify failed: {detail} (expected name {server_name})"
+    if isinstance(exc, TimeoutError):
+        return f"TLS handshake: no answer within {timeout:g}s"
+    if isinstance(exc, Closed | ConnectionError | EOFError) or (
+        isinstance(exc, ssl.SSLError) and "EOF" in str(exc)
+    ):
+        return "the server closed the connection during the TLS handshake"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    return f"TLS handshake failed: {exc.__class__.__name__}: {exc}"
 
 
 class Driver:
@@ -60,126 +82,232 @@ class Driver:
         self.transcript = transcript
         self._make_tls = make_tls
         self.server_name = server_name or host
-        self._smtp: aiosmtplib.SMTP | None = None
+        self._conn: Connection | None = None
+        self._closing: list[Connection] = []  # aborted, to be settled before the loop ends
+        self._owed = 0  # replies the server still owes for what was sent
+        self._violations: list[Violation] = []
+        self._unshown = 0  # violations past MAX_VIOLATIONS
+        self.extensions: dict[str, str] | None = None  # of the last EHLO answered 250
         self.tls = False
         self.quit_sent = False
 
     # --- state ---------------------------------------------------------------------------
-    @property
-    def _protocol(self) -> SMTPProtocol:
-        if self._smtp is None or self._smtp.protocol is None:
+    def _connection(self) -> Connection:
+        if self._conn is None:
             raise TransportError("not connected: the connection was closed earlier in the scenario")
-        return self._smtp.protocol
+        return self._conn
 
     @property
     def connected(self) -> bool:
-        return (
-            self._smtp is not None
-            and self._smtp.protocol is not None
-            and self._smtp.protocol.is_connected
+        return self._conn is not None and self._conn.open_
+
+    def take_violations(self) -> list[Violation]:
+        """The wire violations seen since the last call, for the engine to judge."""
+        found, self._violations = self._violations, []
+        if self._unshown:
+            found.append(
+                Violation(
+                    found[-1].requirement if found else EXTRA_RULE,
+                    Level.MUST,
+                    f"and {self._unshown} more breaches of the reply syntax (not shown)",
+                )
+            )
+            self._unshown = 0
+        return found
+
+    def _violation(self, violation: Violation) -> None:
+        if len(self._violations) >= MAX_VIOLATIONS:
+            self._unshown += 1
+        else:
+            self._violations.append(violation)
+
+    def _note(self, reply: Reply) -> Reply:
+        self.transcript.received(reply.code, list(reply.lines), raw=reply.raw)
+        for violation in reply.violations:
+            self._violation(violation)
+        return reply
+
+    def _extra(self, reply: Reply, when: str) -> None:
+        """A reply nothing was waiting for. RFC 5321 §3.8 lets a server send 421 and close at
+        any time; anything else breaks "exactly one reply" (§4.2)."""
+        self._note(reply)
+        if reply.code == 421:
+            self.transcript.event(f"421 without a command ({when}): the server is closing")
+            return
+        self.transcript.event(f"an extra reply, {when}")
+        self._violation(
+            Violation(
+                EXTRA_RULE,
+                Level.MUST,
+                f"a reply no command was waiting for, {when}: {shown(reply.raw or str(reply))}",
+                reply.raw[:1024],
+            )
         )
 
-    async def wait_closed(self, timeout: float) -> bool:
-        """True when the server has closed the connection within ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.connected and loop.time() < deadline:
-            await asyncio.sleep(_CLOSE_POLL)
-        if not self.connected:
-            self.transcript.event("connection closed by the server")
-            return True
-        return False
+    def _take_extras(self, when: str) -> None:
+        """Replies already received that no command is owed: extras (or, with replies owed by
+        a pipelined write, left for the reads to come)."""
+        conn = self._conn
+        if conn is None or self._owed:
+            return
+        try:
+            while (reply := conn.buffered_reply()) is not None:
+                self._extra(reply, when)
+                if reply.code == 0:
+                    self._garbled()
+                    return
+        except FramingError as exc:
+            self._broken(exc)
 
-    def _fail(self, what: str, exc: BaseException) -> TransportError:
-        message = f"{what}: {exc.__class__.__name__}: {exc}"
-        closed = not self.connected
-        if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
-            message = f"{what}: no reply within {self.timeout:g}s"
+    def _garbled(self) -> None:
+        """A line that is no reply at all: nothing after it can be paired with a command."""
+        self.transcript.event("not an SMTP reply: the session is abandoned")
+        self.abort()
+
+    def _broken(self, exc: FramingError) -> None:
+        self._violation(exc.violation)
+        self.transcript.event(f"unreadable reply stream: {exc.message}")
+        self.abort()
+
+    def _fail(self, message: str, dropped: bool = False) -> TransportError:
+        """``dropped``: the server closed or reset the connection (see ``TransportError``)."""
+        self.transcript.event(message)
+        return TransportError(message, closed=not self.connected, dropped=dropped)
+
+    async def _read(self, what: str, timeout: float | None = None) -> Reply:
+        conn = self._connection()
+        wait = self.timeout if timeout is None else timeout
+        try:
+            reply = await conn.next_reply(wait)
+        except TimeoutError:
+            partial = conn.reader.pending
+            message = f"{what}: no reply within {wait:g}s"
+            if partial:
+                message += f" ({len(partial)} octets without a complete reply: {shown(partial)})"
             # After a timeout the stream may be out of step: never pair a late reply with a
             # later command.
             self.abort()
-            closed = True
-        self.transcript.event(message)
-        dropped = isinstance(
-            exc, aiosmtplib.SMTPServerDisconnected | ConnectionResetError | BrokenPipeError
-        )
-        return TransportError(message, closed=closed, dropped=dropped)
+            raise self._fail(message) from None
+        except Closed as exc:
+            partial = conn.reader.pending
+            message = f"{what}: {exc}"
+            if partial:
+                message += f" after {len(partial)} octets that are not a reply: {shown(partial)}"
+            self.abort()
+            raise self._fail(message, dropped=True) from None
+        except FramingError as exc:
+            self._broken(exc)
+            raise self._fail(f"{what}: {exc.message}") from None
+        self._owed = max(0, self._owed - 1)
+        self._note(reply)
+        if reply.code == 0:
+            self._garbled()
+        return reply
+
+    def _write(self, data: bytes, what: str) -> None:
+        try:
+            self._connection().write(data)
+        except (Closed, OSError) as exc:
+            self.abort()
+            raise self._fail(f"{what}: cannot send, {exc}", dropped=True) from None
 
     # --- operations ----------------------------------------------------------------------
     async def connect(self) -> Reply:
         self.abort()
         self.tls = False
         self.quit_sent = False
+        self.extensions = None
+        self._owed = 1  # the greeting
         self.transcript.event(f"connect {self.host}:{self.port}")
-        smtp = aiosmtplib.SMTP(
-            hostname=self.host,
-            port=self.port,
-            timeout=self.timeout,
-            use_tls=False,
-            start_tls=False,
-            local_hostname="conformance.test",
-        )
-        self._smtp = smtp
         try:
-            response = await smtp.connect()
-        except aiosmtplib.SMTPConnectResponseError as exc:
-            reply = Reply(exc.code, tuple(exc.message.split("\n")))
-            self.transcript.received(reply.code, list(reply.lines))
-            return reply
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            self._smtp = None
-            raise self._fail(f"connect to {self.host}:{self.port}", exc) from None
-        reply = _reply(response)
-        self.transcript.received(reply.code, list(reply.lines))
-        return reply
+            self._conn = await Connection.open(self.host, self.port, self.timeout)
+        except TimeoutError:
+            raise self._fail(
+                f"connect to {self.host}:{self.port}: no answer within {self.timeout:g}s"
+            ) from None
+        except OSError as exc:
+            raise self._fail(
+                f"connect to {self.host}:{self.port}: {exc.strerror or exc}".lower()
+            ) from None
+        return await self._read("the greeting")
 
     async def command(self, line: str, shown: str | None = None) -> Reply:
         """Send one command line and read its reply. ``shown`` replaces it in the transcript."""
-        protocol = self._protocol
+        label = shown or line
+        if _CONTROL.search(line):
+            raise TransportError(
+                f"cannot send {label!r}: a command line holds no control characters "
+                "(use a raw step)",
+                closed=False,
+            )
+        self._connection()
+        self._take_extras(f"before {label}")
         self.transcript.sent_summary(shown) if shown is not None else self.transcript.sent(line)
-        try:
-            response = await protocol.execute_command(line.encode("utf-8"), timeout=self.timeout)
-        except ValueError as exc:
-            raise TransportError(f"cannot send {line!r}: {exc} (use a raw step)", False) from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise self._fail(f"reply to {shown or line!r}", exc) from None
-        reply = _reply(response)
-        self.transcript.received(reply.code, list(reply.lines))
-        if line.upper() == "QUIT":
+        self._write(line.encode("utf-8") + b"\r\n", label)
+        self._owed += 1
+        reply = await self._read(f"reply to {label}")
+        verb = line.split(" ", 1)[0].upper()
+        if verb == "QUIT":
             self.quit_sent = True
+        elif verb == "EHLO":
+            self.extensions = reply.extensions() if reply.code == 250 else None
         return reply
 
+    async def pipeline(self, lines: list[str]) -> list[Reply]:
+        """Several commands in one write (RFC 2920), then one reply read for each, in order.
+
+        Stops at the first transport failure; the replies read so far are returned with it
+        raised as the last item is missing (see ``TransportError``)."""
+        self._connection()
+        self._take_extras(f"before {lines[0]}")
+        for line in lines:
+            if _CONTROL.search(line):
+                raise TransportError(f"cannot send {line!r} in a pipeline (use raw)", False)
+            self.transcript.sent(line)
+        self._write("".join(f"{line}\r\n" for line in lines).encode("utf-8"), lines[0])
+        self._owed += len(lines)
+        replies = []
+        for line in lines:
+            replies.append(await self._read(f"reply to {line} (pipelined)"))
+        return replies
+
     async def read_reply(self, timeout: float | None = None) -> Reply:
-        try:
-            response = await self._protocol.read_response(timeout=timeout or self.timeout)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise self._fail("reading a reply", exc) from None
-        reply = _reply(response)
-        self.transcript.received(reply.code, list(reply.lines))
-        return reply
+        return await self._read("reading a reply", timeout)
 
     async def silence(self, timeout: float) -> Reply | None:
         """The reply the server volunteers within ``timeout``, or None (it said nothing)."""
+        conn = self._connection()
         try:
-            response = await self._protocol.read_response(timeout=timeout)
-        except aiosmtplib.SMTPReadTimeoutError:
+            reply = await conn.next_reply(timeout)
+        except TimeoutError:
             self.transcript.event(f"no reply within {timeout:g}s")
             return None
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise self._fail("waiting for silence", exc) from None
-        reply = _reply(response)
-        self.transcript.received(reply.code, list(reply.lines))
+        except Closed as exc:
+            self.abort()
+            raise self._fail(f"waiting for silence: {exc}", dropped=True) from None
+        except FramingError as exc:
+            self._broken(exc)
+            raise self._fail(f"waiting for silence: {exc.message}") from None
+        self._note(reply)
+        if reply.code == 0:
+            self._garbled()
         return reply
 
-    async def write(self, data: bytes, shown: str | None = None) -> None:
+    async def write(self, data: bytes, shown: str | None = None, replies: int = 0) -> None:
+        """Send ``data`` as it is; ``replies`` is how many replies it owes (a raw step's)."""
+        self._connection()
+        self._take_extras("before a raw write")
         if shown is None:
             self.transcript.sent(data)
         else:
             self.transcript.sent_summary(shown)
-        try:
-            self._protocol.write(data)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise self._fail("sending", exc) from None
+        self._write(data, "raw write")
+        self._owed += replies
+        await self._drain()
+
+    async def _drain(self) -> None:
+        if self._conn is not None:
+            await self._conn.drain()
 
     async def starttls(self, inject: bytes = b"") -> Reply:
         """STARTTLS, then the TLS handshake when the reply is 220.
@@ -187,39 +315,32 @@ class Driver:
         ``inject`` is written in the same segment, after the command, in plaintext: a server
         must discard it (RFC 3207 §4.2), and the steps after show whether it did.
         """
-        protocol = self._protocol
-        await self.write(b"STARTTLS\r\n" + inject)
-        reply = await self.read_reply()
+        conn = self._connection()
+        self._take_extras("before STARTTLS")
+        self.transcript.sent(b"STARTTLS\r\n" + inject)
+        self._write(b"STARTTLS\r\n" + inject, "STARTTLS")
+        self._owed += 1
+        reply = await self._read("reply to STARTTLS")
         if reply.code != 220:
             return reply
-        # Anything still buffered arrived in plaintext before TLS: it must not be read as a
-        # reply inside the TLS session.
-        del protocol._buffer[:]
-        transport = protocol.transport
-        if not isinstance(transport, asyncio.WriteTransport):
-            raise self._fail("STARTTLS", ConnectionError("closed before the TLS handshake"))
-        loop = asyncio.get_running_loop()
-        try:
-            tls_transport = await loop.start_tls(
-                transport,
-                protocol,
-                self._make_tls(),
-                server_side=False,
-                server_hostname=self.server_name,
-                ssl_handshake_timeout=self.timeout,
+        # Anything received after the 220 arrived in plaintext before TLS: RFC 3207 §4.2 has
+        # it discarded, never read as a reply inside the TLS session.
+        if not inject:
+            self._take_extras("after 220 to STARTTLS, before the TLS handshake")
+        dropped = conn.reader.clear()
+        if dropped:
+            self.transcript.event(
+                f"{len(dropped)} octets after 220 to STARTTLS, before the TLS handshake, "
+                f"discarded: {shown(dropped)}"
             )
-        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
+        try:
+            await conn.start_tls(self._make_tls(), self.server_name, self.timeout)
+        except (TimeoutError, ssl.SSLError, Closed, OSError, EOFError) as exc:
             self.abort()
-            raise self._fail("TLS handshake", exc) from None
-        if tls_transport is None:
-            raise self._fail("TLS handshake", ConnectionError("no transport"))
-        protocol.transport = tls_transport
-        if self._smtp is not None:
-            self._smtp.transport = tls_transport
+            raise self._fail(tls_failure(exc, self.server_name, self.timeout)) from None
         self.tls = True
-        version = tls_transport.get_extra_info("ssl_object")
-        detail = version.version() if version is not None else "TLS"
-        self.transcript.event(f"TLS established ({detail})")
+        self.extensions = None
+        self.transcript.event(f"TLS established ({conn.tls_version or 'TLS'})")
         return reply
 
     async def data(self, message: bytes, verbatim: bool = False) -> tuple[Reply, Reply | None]:
@@ -232,47 +353,98 @@ class Driver:
         if start.code != 354:
             return start, None
         payload = message if verbatim else _PERIOD.sub(b"..", message) + b".\r\n"
-        await self.write(payload, shown=_describe_message(message, verbatim))
+        self.transcript.sent_summary(_describe_message(message, verbatim))
+        self._write(payload, "the message")
+        self._owed += 1
         # A big message may take a while to reach the server before it can answer.
-        final = await self.read_reply(self.timeout + len(payload) / 1_000_000)
+        await self._drain()
+        final = await self._read("reply to the end of data", self.timeout + len(payload) / 1e6)
         return start, final
 
+    async def wait_closed(self, timeout: float) -> bool:
+        """True when the server has closed the connection within ``timeout`` seconds."""
+        conn = self._conn
+        if conn is None:
+            return True
+        closed = await conn.wait_lost(timeout)
+        self._take_extras("before the server closed the connection")
+        if closed:
+            self.transcript.event("connection closed by the server")
+        return closed
+
     async def finish(self) -> None:
-        """End politely where the server still listens (QUIT), then close."""
+        """End politely where the server still listens (QUIT), then close.
+
+        Every reply after QUIT but the last is an extra one (the server answers in order), so
+        the surplus of a session is counted here whatever the timing."""
+        conn = self._conn
+        if conn is None:
+            await self._settle()
+            return
+        self._owed = 0
+        self._take_extras("at the end of the session")
         if self.connected and not self.quit_sent:
+            self.quit_sent = True
             try:
                 self.transcript.sent("QUIT")
-                response = await self._protocol.execute_command(
-                    b"QUIT", timeout=min(self.timeout, 5)
-                )
-                self.transcript.received(response.code, response.message.split("\n"))
-            except (aiosmtplib.SMTPException, OSError, ValueError):
+                conn.write(b"QUIT\r\n")
+                await self._after_quit(conn)
+            except (Closed, OSError):
                 pass  # the server has gone: nothing left to be polite to
-            self.quit_sent = True
-        protocol = self._smtp.protocol if self._smtp is not None else None
-        if protocol is not None and isinstance(protocol.transport, asyncio.Transport):
-            # The SMTP session is over (QUIT answered, or the server gone): there is nothing
-            # left to say, so the TLS close_notify round trip is skipped.
-            protocol.transport.abort()
+        elif self.connected:
+            self._take_extras("after QUIT")
         self.abort()
-        await settle(protocol)
+        await self._settle()
+
+    async def _settle(self) -> None:
+        closing, self._closing = self._closing, []
+        for conn in closing:
+            await conn.settle()
+
+    async def _after_quit(self, conn: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self.timeout, QUIT_WAIT)
+        replies: list[Reply] = []
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                replies.append(await conn.next_reply(remaining))
+            except (TimeoutError, Closed):
+                break
+            except FramingError as exc:
+                self._broken(exc)
+                break
+            if replies[-1].code == 221:
+                # The server closes after its 221 (RFC 5321 §4.1.1.10); what comes first is
+                # another reply, which the loop reads, or the close.
+                deadline = min(deadline, loop.time() + min(self.timeout, 0.5))
+        for reply in replies[:-1]:
+            self._extra(reply, f"at the end of the session ({len(replies)} replies to QUIT)")
+        if replies:
+            self._note(replies[-1])
 
     def abort(self) -> None:
-        if self._smtp is not None:
-            self._smtp.close()
-        self._smtp = None
+        if self._conn is not None:
+            self._conn.abort()
+            self._closing.append(self._conn)
+        self._conn = None
+        self._owed = 0
 
     def tls_details(self) -> dict[str, str]:
         """The TLS session's version, cipher and the peer certificate's subject, for reports."""
-        protocol = self._smtp.protocol if self._smtp is not None else None
-        transport = protocol.transport if protocol is not None else None
-        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        if not self.tls or ssl_object is None:
+        ssl_object = self._conn.ssl_object if self._conn is not None and self.tls else None
+        if ssl_object is None:
             return {}
         cipher = ssl_object.cipher()
         cert = ssl_object.getpeercert() or {}
+        rdns = cert.get("subject", ())
         subject = ", ".join(
-            f"{key}={value}" for rdn in cert.get("subject", ()) for key, value in rdn
+            f"{pair[0]}={pair[1]}"
+            for rdn in (rdns if isinstance(rdns, tuple) else ())
+            for pair in rdn
+            if isinstance(pair, tuple) and len(pair) == 2
         )
         return {
             "version": str(ssl_object.version() or ""),
@@ -281,9 +453,10 @@ class Driver:
         }
 
 
-async def settle(protocol: SMTPProtocol | None, timeout: float = 1.0) -> None:
+async def settle(protocol: Any, timeout: float = 1.0) -> None:
     """Let a closed connection finish closing (a TLS close is a round trip), so no socket is
-    left for the event loop's shutdown to complain about."""
+    left for the event loop's shutdown to complain about. ``protocol`` is any asyncio protocol
+    with a ``transport`` attribute that turns None when it is lost (aiosmtplib's included)."""
     if protocol is None:
         return
     loop = asyncio.get_running_loop()
@@ -297,7 +470,6 @@ async def settle(protocol: SMTPProtocol | None, timeout: float = 1.0) -> None:
 
 def _describe_message(message: bytes, verbatim: bool) -> str:
     head, sep, _ = message.partition(b"\r\n\r\n")
-    lines = head.decode("utf-8", "backslashreplace").split("\r\n") if sep else []
-    shown = lines[:30]
+    shown_lines = [shown(line, 200) for line in head.split(b"\r\n")[:30]] if sep else []
     summary = f"[message: {len(message)} octets{', sent verbatim' if verbatim else ''}]"
-    return "\n  ".join([summary, *shown]) if shown else summary
+    return "\n  ".join([summary, *shown_lines]) if shown_lines else summary

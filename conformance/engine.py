@@ -63,6 +63,7 @@ class Failure:
     level: Level
     problems: tuple[str, ...]
     transcript_at: int  # index into the transcript entries
+    requirement: str | None = None  # a wire rule's own id (RFC-9...); None: the scenario's
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,10 @@ class Outcome:
         if self.reason:
             lines.append(f"  reason: {self.reason}")
         for failure in self.failures + self.should_failures:
-            lines.append(f"  {failure.level.value} step '{failure.step}' ({failure.location}):")
+            rule = f" [{failure.requirement}]" if failure.requirement else ""
+            lines.append(
+                f"  {failure.level.value}{rule} step '{failure.step}' ({failure.location}):"
+            )
             lines += [f"    - {p}" for p in failure.problems]
         return "\n".join(lines)
 
@@ -227,6 +231,8 @@ async def run_scenario(
                 transcript.event(outcome.reason)
             finally:
                 await _finish(driver)
+                _wire_failures(ctx, "end of session (QUIT)", str(scenario.location), outcome)
+                _grade_wire(outcome, strict)
                 if scenario.destructive:
                     budget.record_block()
     except Exception:  # a bug of the harness: say so, never pass
@@ -241,6 +247,19 @@ async def _finish(driver: Driver) -> None:
         await asyncio.wait_for(driver.finish(), driver.timeout + 1)
     except (TimeoutError, TransportError):
         driver.abort()
+
+
+def _grade_wire(outcome: Outcome, strict: bool) -> None:
+    """Breaches of the wire rules do not stop a scenario (its steps are still judged); they
+    fail it at the end, at their own level."""
+    if outcome.verdict is not Verdict.PASSED:
+        return
+    if any(f.requirement for f in outcome.failures):
+        outcome.verdict, outcome.level = Verdict.FAILED, Level.MUST
+    elif any(f.requirement for f in outcome.should_failures) and (
+        strict or outcome.scenario.level is Level.SHOULD
+    ):
+        outcome.verdict, outcome.level = Verdict.FAILED, Level.SHOULD
 
 
 def _count_auth(steps: tuple[Step, ...]) -> int:
@@ -318,6 +337,7 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
             error=exc.message,
             accepted_recipients=len(ctx.recipients),
         )
+    _wire_failures(ctx, s.describe(), str(s.location), outcome, at)
     if s.kind == "repeat":
         return
     if s.expect.must.closed and not observation.closed:
@@ -399,6 +419,23 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
     _remember_ids(ctx, reply)
 
 
+def _wire_failures(
+    ctx: Context, step: str, location: str, outcome: Outcome, at: int | None = None
+) -> None:
+    """What the server got wrong on the wire during a step, each a failure of its own rule;
+    the scenario goes on (the step's own expectation is judged as usual)."""
+    violations = ctx.driver.take_violations()
+    if not violations:
+        return
+    where = len(ctx.transcript) - 1 if at is None else at
+    by_rule: dict[tuple[str, Level], list[str]] = {}
+    for v in violations:
+        by_rule.setdefault((v.requirement, v.level), []).append(v.text)
+    for (rule, level), problems in by_rule.items():
+        failure = Failure(step, location, level, tuple(problems), where, rule)
+        (outcome.failures if level is Level.MUST else outcome.should_failures).append(failure)
+
+
 def _incidental(check: str, scenario: Scenario) -> bool:
     """Whether a failed check belongs to a requirement other than the scenario's own."""
     owner = INCIDENTAL.get(check)
@@ -447,7 +484,15 @@ def _record(
         reply = (
             what or observation.error or ("connection closed" if observation.closed else "no reply")
         )
-    return StepRecord(title, verdict, reply, tuple(f"{e.direction} {e.text}" for e in entries))
+    lines = tuple(f"{e.direction} {_cut(e.text, STEP_LINE)}" for e in entries)
+    return StepRecord(title, verdict, reply, lines)
+
+
+STEP_LINE = 240  # characters of a transcript line in a step record (the transcript has it all)
+
+
+def _cut(text: str, size: int) -> str:
+    return text if len(text) <= size else text[: size - 3] + "..."
 
 
 def _resolved(ctx: Context, match: ReplyMatch) -> ReplyMatch:

@@ -17,9 +17,8 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 from .errors import ConformanceError
-from .listing import find_requirements_file
 from .loader import load_scenarios
-from .requirements import load_requirements
+from .requirements import find_requirements, load_requirements
 from .schedule import lane
 
 
@@ -41,8 +40,7 @@ class LaneScheduling(LoadScopeScheduling):
         if path not in self._lanes:
             file = self._root / path
             try:
-                req_file = find_requirements_file(file.parent)
-                requirements = load_requirements(req_file) if req_file else None
+                requirements = load_requirements(find_requirements(file.parent))
                 self._lanes[path] = {s.id: lane(s) for s in load_scenarios(file, requirements)}
             except (ConformanceError, OSError):
                 self._lanes[path] = {}  # not a scenario file: each test on its own

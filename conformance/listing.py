@@ -9,15 +9,7 @@ from pathlib import Path
 
 from .loader import find_scenario_files, load_scenarios
 from .model import Requirement, Scenario
-from .requirements import load_requirements
-
-
-def find_requirements_file(start: Path) -> Path | None:
-    for folder in [start, *start.parents]:
-        candidate = folder / "requirements.yaml"
-        if candidate.is_file():
-            return candidate
-    return None
+from .requirements import find_requirements, load_requirements
 
 
 @dataclass
@@ -47,11 +39,10 @@ def load_catalogue(paths: list[Path]) -> Catalogue:
     requirements: dict[str, Requirement] = {}
     roots: dict[Path, Path] = {}
     for file in find_scenario_files(paths):
-        req_file = find_requirements_file(file.parent)
-        reqs = load_requirements(req_file) if req_file else None
-        if reqs:
-            requirements.update(reqs)
-        roots[file] = req_file.parent if req_file else file.parent
+        req_file = find_requirements(file.parent)
+        reqs = load_requirements(req_file)
+        requirements.update(reqs)
+        roots[file] = req_file.parent
         scenarios.extend(load_scenarios(file, reqs))
     return Catalogue(scenarios, requirements, roots)
 

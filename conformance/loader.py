@@ -157,6 +157,10 @@ def _variable_problems(value: Any, doc: Any, path: list[str | int], text: str) -
                         f"{', '.join(sorted(VARIABLE_ROOTS))} (keys are chosen by role, never spelt out)",
                     )
                 )
+                continue
+            wrong = _variable_path_problem(match.group(1))
+            if wrong:
+                problems.append(_problem(text, locate(doc, path), wrong))
         if "${" in VARIABLE.sub("", value):
             problems.append(
                 _problem(
@@ -172,6 +176,35 @@ def _variable_problems(value: Any, doc: Any, path: list[str | int], text: str) -
         for i, v in enumerate(value):
             problems += _variable_problems(v, doc, [*path, i], text)
     return problems
+
+
+def variable_paths() -> dict[str, tuple[str, ...]]:
+    """What may follow each root of a ``${...}`` variable: what the profile schema can hold."""
+    properties = schema("profile")["properties"]
+    return {
+        "domains": tuple(sorted(properties["domains"]["properties"])),
+        "limits": tuple(sorted(properties["limits"]["properties"])),
+        "target": ("host",),
+    }
+
+
+def _variable_path_problem(name: str) -> str | None:
+    """Why ``${name}`` can never be filled from a profile (a typo: ``domains.verifed``), or None.
+
+    Without this, a typo makes the scenario "not verified" on every target, and the run green.
+    """
+    root, _, rest = name.partition(".")
+    if root == "recipients":
+        if rest.isdigit():
+            return None
+        return f"${{{name}}}: a recipient is chosen by its index, e.g. ${{recipients.0}}"
+    allowed = variable_paths().get(root, ())
+    if rest in allowed:
+        return None
+    return (
+        f"${{{name}}}: the profile has no {root}.{rest or '?'}; "
+        f"expected one of: {', '.join(f'{root}.{a}' for a in allowed)}"
+    )
 
 
 def _reply_match(raw: dict[str, Any]) -> ReplyMatch:

@@ -59,6 +59,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--conformance-report-dir", metavar="DIR", help="write conformance.json/.md/.html here"
     )
+    group.addoption(
+        "--allow-missing-keys",
+        action="store_true",
+        help="run although key variables of the profile are unset: what needs them is not "
+        "verified, and the summary says how much",
+    )
     # -- issue 10: presentation -----------------------------------------------------------------
     group.addoption(
         "--conformance-console",
@@ -99,6 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_PROFILE] = profile
     os.environ.setdefault("ANYPOST_CONFORMANCE_RUN", uuid.uuid4().hex)
     if not hasattr(config, "workerinput"):
+        _check_keys(profile, bool(config.getoption("--allow-missing-keys")))
         _check_reachable(profile)
         _RECORD_SINK.clear()  # one session's records (pytester may run several in a process)
         if profile.observer is not None and profile.observer["kind"] == "sink":
@@ -164,6 +171,27 @@ _PROFILE = pytest.StashKey["Profile"]()
 _REQUIREMENTS = pytest.StashKey[dict[str, "Requirement"]]()
 
 
+def unset_key_variables(profile: Profile) -> list[str]:
+    """The environment variables the profile names for keys that are unset or empty."""
+    return sorted(
+        f"{key.env} (key role {key.role})"
+        for key in profile.keys.values()
+        if key.env and not os.environ.get(key.env)
+    )
+
+
+def _check_keys(profile: Profile, allow_missing: bool) -> None:
+    """No false green: a run without its keys would skip most of the catalogue and exit 0.
+    Checked before any connection."""
+    unset = unset_key_variables(profile)
+    if unset and not allow_missing:
+        raise pytest.UsageError(
+            f"key variables of {profile.file} are not set: {', '.join(unset)}. Export them, or "
+            "pass --allow-missing-keys to run only what can be verified without them (the "
+            "summary then says how much was not verified)"
+        )
+
+
 def _check_reachable(profile: Profile) -> None:
     """Fail fast (exit 2 from the CLI) when the target cannot even be reached."""
     for name, port in profile.ports.items():
@@ -183,14 +211,6 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return None
 
 
-def _find_requirements(start: Path) -> Path | None:
-    for folder in [start, *start.parents]:
-        candidate = folder / "requirements.yaml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 class ScenarioFileError(Exception):
     pass
 
@@ -199,20 +219,18 @@ class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         from .errors import ScenarioError
         from .loader import load_scenarios
-        from .requirements import load_requirements
+        from .requirements import find_requirements, load_requirements
 
-        requirements_file = _find_requirements(self.path.parent)
         try:
-            requirements = load_requirements(requirements_file) if requirements_file else None
+            requirements = load_requirements(find_requirements(self.path.parent))
             scenarios = load_scenarios(self.path, requirements)
         except ScenarioError as exc:
             raise ScenarioFileError(str(exc)) from None
-        if requirements is not None:
-            known: dict[str, Requirement] = self.config.stash.get(_REQUIREMENTS, {})
-            self.config.stash[_REQUIREMENTS] = {**known, **requirements}
-            root = str(requirements_file.parent) if requirements_file else str(self.path.parent)
-            catalogue: dict[str, str] = self.config.stash.setdefault(_CATALOGUE, {})
-            catalogue[str(self.path)] = root
+        known: dict[str, Requirement] = self.config.stash.get(_REQUIREMENTS, {})
+        self.config.stash[_REQUIREMENTS] = {**known, **requirements}
+        # The catalogue's identity for the reports: each file and its scenario root.
+        catalogue: dict[str, str] = self.config.stash.setdefault(_CATALOGUE, {})
+        catalogue[str(self.path)] = str(find_requirements(self.path.parent).parent)
         profile = self.config.stash.get(_PROFILE, None)
         if profile is None:
             raise ScenarioFileError(
@@ -303,13 +321,14 @@ class ScenarioItem(pytest.Item):
         self.user_properties.append(("requirements", " ".join(self.scenario.requirements)))
         self.user_properties.append(("level", self.scenario.level.value))
         from .allure_report import attach
+        from .requirements import find_requirements
 
         attach(
             self.config,
             outcome,
             self.config.stash.get(_REQUIREMENTS, {}),
             self.config.getoption("--conformance-contract-url"),
-            _find_requirements(self.path.parent),
+            find_requirements(self.path.parent),
         )
         if outcome.verdict is Verdict.NOT_VERIFIED:
             pytest.skip(f"not verified: {outcome.reason}")
@@ -378,12 +397,20 @@ def _failure_text(outcome: Outcome, requirements: dict[str, Requirement]) -> str
     return "\n".join(lines)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist names the groups (--dist loadgroup)
+_EMPTY_SELECTION = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own -k and -m deselection
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     tags = set(config.getoption("--conformance-tag"))
     requirements = set(config.getoption("--conformance-requirement"))
+    scenario_items = [i for i in items if isinstance(i, ScenarioItem)]
+    if tags or requirements or config.getoption("keyword") or config.getoption("markexpr"):
+        reason = _empty_selection(config, scenario_items, tags, requirements)
+        if reason:
+            config.stash[_EMPTY_SELECTION] = reason
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
@@ -409,6 +436,48 @@ def pytest_collection_modifyitems(
     items[:] = keep
 
 
+def _empty_selection(
+    config: pytest.Config,
+    items: list[ScenarioItem],
+    tags: set[str],
+    requirements: set[str],
+) -> str:
+    """Why no scenario is selected, naming each selector that matched nothing; "" if some is."""
+    chosen = [
+        i
+        for i in items
+        if (not tags or tags & set(i.scenario.tags))
+        and (not requirements or requirements & set(i.scenario.requirements))
+    ]
+    if chosen:
+        return ""
+    known: dict[str, Requirement] = config.stash.get(_REQUIREMENTS, {})
+    said = []
+    keyword = config.getoption("keyword")
+    marks = config.getoption("markexpr")
+    if (keyword or marks) and not items:
+        said += [f"-k {keyword!r} matched no scenario"] if keyword else []
+        said += [f"-m {marks!r} matched no scenario"] if marks else []
+    for tag in sorted(tags):
+        if not any(tag in i.scenario.tags for i in items):
+            said.append(f"--tag {tag} matched no scenario" + (" left by -k" if keyword else ""))
+    for rid in sorted(requirements):
+        if known and rid not in known:
+            said.append(f"--requirement {rid} is not a requirement id (see requirements.yaml)")
+        elif not any(rid in i.scenario.requirements for i in items):
+            said.append(
+                f"--requirement {rid} matched no scenario" + (" left by -k" if keyword else "")
+            )
+    if not said:
+        said.append("each selector matched some scenario, but no scenario matches them all")
+    return "no scenario selected: " + "; ".join(said)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    reason = config.stash.get(_EMPTY_SELECTION, "")
+    return [reason] if reason else []
+
+
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """--conformance-lanes: one pytest-xdist worker runs the budget lane (conformance.schedule)
@@ -431,6 +500,12 @@ def pytest_runtest_makereport(
         _, _, reason = report.longrepr
         report.longrepr = (str(item.path), item.scenario.location.line, reason)
     return report
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """The record has reached the controller with the call's report; it is not repeated as a
+    JUnit property (the teardown report's), where it would double the file's evidence."""
+    item.user_properties[:] = [p for p in item.user_properties if p[0] != RECORD_KEY]
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -486,6 +561,20 @@ def _run_facts(config: pytest.Config, exitstatus: int) -> dict[str, Any]:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    empty = config.stash.get(_EMPTY_SELECTION, "")
+    if empty:
+        terminalreporter.section("anypost-conformance")
+        terminalreporter.line(empty, red=True)
+    profile = config.stash.get(_PROFILE, None)
+    unset = unset_key_variables(profile) if profile is not None else []
+    if unset and _RECORD_SINK:
+        missing = [r for r in _RECORD_SINK if r["verdict"] == "not verified"]
+        terminalreporter.section("not verified: key variables unset (--allow-missing-keys)")
+        terminalreporter.line(
+            f"{len(missing)} of {len(_RECORD_SINK)} scenario runs were not verified; unset: "
+            f"{', '.join(unset)}",
+            yellow=True,
+        )
     warned = [r for r in _RECORD_SINK if r["verdict"] == "passed" and r["should_failures"]]
     if not warned:
         return

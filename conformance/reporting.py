@@ -20,12 +20,15 @@ REPORT_SCHEMA_VERSION = 1
 
 
 def _failure(f: Failure) -> dict[str, Any]:
-    return {
+    found = {
         "step": f.step,
         "location": f.location,
         "level": f.level.value,
         "problems": list(f.problems),
     }
+    if f.requirement:
+        found["requirement"] = f.requirement  # a wire rule broken on the way (RFC-9...)
+    return found
 
 
 def record(outcome: Outcome, deviation: str | None = None, strict: bool = False) -> dict[str, Any]:
@@ -86,9 +89,15 @@ def by_requirement(
             for r in records
             if r.get("blocked_by") == rid and r.get("judged_level", "MUST") == level
         ]
-        verdicts = [Verdict(r["verdict"]) for r in own] + [Verdict.FAILED for _ in blocking]
+        # A breach of a wire rule (RFC-9...) fails that rule in whichever scenario it happened.
+        wire = [r for r in records if _names(r, rid)]
+        verdicts = (
+            [_own_verdict(r) for r in own]
+            + [Verdict.FAILED for _ in blocking]
+            + [Verdict.FAILED for _ in wire]
+        )
         found = worst(verdicts)
-        named = [r for r in records if rid in r["requirements"]]
+        named = [r for r in records if rid in r["requirements"] or r in wire]
         warnings = sorted(
             {
                 _run(r)
@@ -112,6 +121,24 @@ def by_requirement(
             }
         )
     return rows
+
+
+def _names(record: dict[str, Any], rid: str) -> bool:
+    """The record broke the wire rule ``rid`` on the way (any scenario can)."""
+    return any(f.get("requirement") == rid for f in record["failures"] + record["should_failures"])
+
+
+def _own_verdict(record: dict[str, Any]) -> Verdict:
+    """A record's verdict for its own requirements: a run that failed only by breaches of wire
+    rules (each charged to its rule) passed as far as they go."""
+    found = record["failures"] + record["should_failures"]
+    if (
+        record["verdict"] == Verdict.FAILED.value
+        and found
+        and all(f.get("requirement") for f in found)
+    ):
+        return Verdict.PASSED
+    return Verdict(record["verdict"])
 
 
 def _run(r: dict[str, Any]) -> str:

@@ -8,6 +8,25 @@ from .errors import ScenarioError
 from .model import Level, Requirement
 from .yamlsrc import SourceList, SourceMap, load_yaml
 
+# The catalogue's own requirements, beside the bundled scenarios.
+BUNDLED = Path(__file__).resolve().parent.parent / "scenarios" / "requirements.yaml"
+
+
+def find_requirements(start: Path) -> Path:
+    """The requirements.yaml that governs scenario files in ``start``: the nearest one in it or
+    a parent folder, else the bundled catalogue's. A scenario file anywhere is checked against
+    one: an unknown requirement id is never let through because of where the file lives."""
+    for folder in [start, *start.resolve().parents]:
+        candidate = folder / "requirements.yaml"
+        if candidate.is_file():
+            return candidate
+    if BUNDLED.is_file():
+        return BUNDLED
+    raise ScenarioError(
+        f"no requirements.yaml in {start} or a parent folder, and none bundled at {BUNDLED}: "
+        "put the requirement catalogue beside the scenarios"
+    )
+
 
 def load_requirements(path: Path) -> dict[str, Requirement]:
     doc = load_yaml(path, ScenarioError)

@@ -408,9 +408,11 @@ async def _simple(ctx: Context, s: Step) -> Observation:
 @step("raw")
 async def _raw(ctx: Context, s: Step) -> Observation:
     args = ctx.resolve(s.args)
-    await ctx.driver.write(unescape(args["send"]))
     wanted = int(args.get("replies", 1))
-    if wanted == 0 or s.expect.must.no_reply:
+    silent = wanted == 0 or s.expect.must.no_reply
+    # The bytes owe ``wanted`` replies (the scenario's count); one more is an extra reply.
+    await ctx.driver.write(unescape(args["send"]), replies=0 if silent else wanted)
+    if silent:
         silent_for = min(ctx.profile.timeout, 2.0)
         return _observe(ctx, await ctx.driver.silence(silent_for))
     reply = None

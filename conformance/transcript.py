@@ -3,6 +3,10 @@
 Redaction happens when a line is recorded, so no later consumer (report, log, exception) can
 see a secret. It covers the secrets themselves and any base64 token that decodes to text
 containing one (an ``AUTH PLAIN`` payload, a LOGIN answer).
+
+Evidence is capped when it is recorded too: each line shows at most ``LINE_CAP`` octets (and
+the total it had), control bytes and invalid UTF-8 escaped, and a scenario keeps at most
+``MAX_ENTRIES`` lines and ``MAX_TEXT`` characters, counting what it left out.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from .evidence import LINE_CAP, shown
+
+MAX_ENTRIES = 600  # lines kept per scenario
+MAX_TEXT = 64 * 1024  # characters kept per scenario
 REDACTED = "<redacted>"
 _B64_TOKEN = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}")
 
@@ -61,23 +69,38 @@ class Transcript:
     redact: Redactor = field(default_factory=Redactor)
     entries: list[Entry] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    omitted: int = 0  # lines not kept (over the caps)
+    omitted_octets: int = 0
+    _size: int = 0
 
     def _add(self, direction: str, text: str) -> None:
-        self.entries.append(Entry(time.monotonic() - self.started, direction, self.redact(text)))
+        text = self.redact(text)
+        if len(self.entries) >= MAX_ENTRIES or self._size + len(text) > MAX_TEXT:
+            self.omitted += 1
+            self.omitted_octets += len(text)
+            return
+        self._size += len(text)
+        self.entries.append(Entry(time.monotonic() - self.started, direction, text))
 
     def sent(self, data: bytes | str) -> None:
-        text = data.decode("utf-8", "backslashreplace") if isinstance(data, bytes) else data
-        for line in text.split("\r\n"):
+        raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogateescape")
+        for line in raw.split(b"\r\n"):
             if line:
-                self._add(">", _visible(line))
+                self._add(">", _capped(line))
 
     def sent_summary(self, text: str) -> None:
         self._add(">", text)
 
-    def received(self, code: int, lines: list[str]) -> None:
-        for i, line in enumerate(lines):
+    def received(self, code: int, lines: list[str], raw: bytes = b"") -> None:
+        """A reply; with ``raw``, its lines as they came (a bare LF shown as ``\\n``)."""
+        if raw:
+            for line in raw.split(b"\n"):
+                if line:
+                    self._add("<", _capped(line[:-1] if line.endswith(b"\r") else line + b"\n"))
+            return
+        for i, text in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"
-            self._add("<", f"{code}{sep}{line}")
+            self._add("<", _capped(f"{code}{sep}{text}".encode("utf-8", "surrogateescape")))
 
     def event(self, text: str) -> None:
         self._add("*", text)
@@ -87,12 +110,19 @@ class Transcript:
         entries = self.entries
         if around is not None:
             entries = entries[max(0, around - context) : around + context]
-        return "\n".join(e.render() for e in entries)
+        text = "\n".join(e.render() for e in entries)
+        if self.omitted:
+            text += (
+                f"\n[{self.omitted} more transcript lines ({self.omitted_octets} characters) "
+                "not kept: the transcript of a scenario is capped]"
+            )
+        return text
 
     def __len__(self) -> int:
         return len(self.entries)
 
 
-def _visible(line: str) -> str:
-    """Show stray control characters (bare CR/LF, NUL) instead of sending them to a terminal."""
-    return line.replace("\r", "\\r").replace("\n", "\\n").replace("\x00", "\\x00")
+def _capped(line: bytes) -> str:
+    """One line as evidence: control bytes and invalid UTF-8 escaped (so a stray CR or LF shows
+    as ``\\r`` or ``\\n``), at most ``LINE_CAP`` octets with the total given."""
+    return shown(line, LINE_CAP)

@@ -47,6 +47,14 @@ BAD_CONTROL_HEADER = Reply(554, "5.6.0", "Malformed or repeated Anypost header")
 BARE_LINE_ENDING = Reply(554, "5.6.0", "Bare CR or LF in message data")
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+# RFC 4954 §6: the code for an over-long line of an authentication exchange.
+AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")
+TLS_ALREADY_ACTIVE = Reply(503, "5.5.1", "TLS already active")
+TLS_FAILED = Reply(454, "4.7.0", "TLS negotiation failed")
+CONTROL_CHARACTER = Reply(501, "5.5.2", "Control characters are not allowed in commands")
+BAD_AUTH_PARAM = Reply(501, "5.5.4", "Malformed AUTH= parameter")
+INTERNAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+UNKNOWN_COMMAND = Reply(500, "5.5.2", "Command not recognized")
 STORAGE_FAILED = Reply(451, "4.3.0", "Message could not be stored, try again later")
 
 # Default enhanced code by basic code for aiosmtpd's own replies (RFC 3463 §3).
@@ -80,6 +88,8 @@ _REWRITES = {
     "501 5.5.2 Can't decode base64": str(AUTH_MALFORMED),
     "501 5.5.2 Can't split auth value": str(AUTH_MALFORMED),
 }
+# aiosmtpd echoes an unknown command word into its reply; the catalogue's reply does not.
+_UNKNOWN_COMMAND = re.compile(r'^500 Error: command ".*" not recognized$', re.DOTALL)
 _ENHANCED_RE = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
 
 
@@ -87,6 +97,8 @@ def enhance(line: str) -> str:
     """Return the reply line with an enhanced code, adding one where aiosmtpd left it out."""
     if line in _REWRITES:
         return _REWRITES[line]
+    if _UNKNOWN_COMMAND.match(line):
+        return str(UNKNOWN_COMMAND)
     if "\n" in line or len(line) < 3 or not line[:3].isdigit():
         return line
     if _ENHANCED_RE.match(line):

@@ -8,6 +8,17 @@ What it changes in aiosmtpd, and why:
 - ``MAIL FROM:<>`` is refused with 550 5.7.1: the contract requires a verified domain;
 - DATA counts size as RFC 1870 §5 does (no stuffed dots), buffers at most the limit, and refuses
   bare CR or LF so ``<LF>.<LF>`` can never end or smuggle a message (RFC 5321 §4.1.1.4).
+
+Where aiosmtpd 1.4 departs from the RFCs a careful MSA follows (each named where it is fixed):
+- STARTTLS on a TLS session is answered 220 and a second handshake is nested in the first;
+- the idle timer is reset per command only, so it cuts a slow but steady DATA upload;
+- SASL mechanism names are matched case-sensitively (RFC 4954 §8: case-insensitive);
+- the ``AUTH=`` MAIL parameter is refused with 555 (RFC 4954 §5: accepted);
+- NUL and other control characters pass in command arguments and addresses;
+- an over-long line at an AUTH prompt leaks ``(ValueError) Separator is found...`` into the
+  reply and leaves the rest of the line to be run as a command;
+- a client closing during STARTTLS puts a traceback in the log (``handle_exception``), and the
+  reply to an unexpected exception carries its class and message.
 """
 
 from __future__ import annotations
@@ -15,10 +26,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import re
+import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, TLSSetupException, syntax
 
 from . import replies
 from .handler import AnypostHandler, PlainCredentials, peer_address
@@ -26,6 +40,15 @@ from .handler import AnypostHandler, PlainCredentials, peer_address
 _NULL_PATH = re.compile(r"^\s*FROM:\s*<>", re.IGNORECASE)
 # aiosmtpd's address parser refuses a root-label trailing dot, which the contract ignores.
 _TRAILING_DOT = re.compile(r"(@[^\s<>@]+?)\.+>")
+# C0 controls and DEL: never part of an SMTP command (RFC 5321 §4.1.2 is printable ASCII and SP).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# RFC 4954 §5: AUTH=<> or an xtext mailbox (RFC 3461 §4: printable ASCII but "+" and "=",
+# which appear only as "+" and two upper-case hex digits).
+_AUTH_VALUE = re.compile(r"<>|(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
+# What a client's disconnect or failed handshake looks like from inside a session.
+_CLIENT_FAULTS = (TLSSetupException, ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)
+
+log = logging.getLogger("reference_server")
 
 
 class AnypostSMTP(SMTP):
@@ -39,6 +62,45 @@ class AnypostSMTP(SMTP):
         self.close_after_reply = False
         self._greeted = False
         self._verbatim = False
+        self._in_data = False
+        self._last_read = 0.0
+        # aiosmtpd hands command arguments on with NUL and other controls in them: every
+        # command goes through the guard first.
+        self._smtp_methods = {
+            name: self._guarded(method) for name, method in self._smtp_methods.items()
+        }
+
+    def _guarded(
+        self, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[[str | None], Awaitable[None]]:
+        async def guarded(arg: str | None) -> None:
+            if arg is not None and _CONTROL.search(arg):
+                await self.push(str(replies.CONTROL_CHARACTER))
+                return
+            await method(arg)
+
+        return guarded
+
+    # --- reading ----------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._in_data:
+            self._last_read = self.loop.time()
+        super().data_received(data)
+
+    async def _read_line(self, separator: bytes = b"\n") -> tuple[bytes, bool]:
+        """One line and whether it was longer than the reader's limit (then it is read to its
+        end and returned truncated, so nothing of it is ever taken for a command)."""
+        too_long = False
+        head = b""
+        while True:
+            try:
+                line: bytes = await self._reader.readuntil(separator)
+            except asyncio.LimitOverrunError as exc:
+                chunk = await self._reader.read(exc.consumed)
+                head = head or chunk
+                too_long = True
+                continue
+            return (head if too_long else line), too_long
 
     async def push(self, status: AnyStr) -> None:
         # The first line of a connection is the greeting, which carries no enhanced code.
@@ -58,6 +120,13 @@ class AnypostSMTP(SMTP):
         await super()._handle_client()
 
     def _timeout_cb(self) -> None:
+        # RFC 5321 §4.5.3.2: the timeouts are per read. aiosmtpd's timer runs from the last
+        # command, so during DATA it is pushed back by every read that brought data.
+        if self._in_data:
+            remaining = self._last_read + self._timeout_duration - self.loop.time()
+            if remaining > 0:
+                self._reset_timeout(remaining)
+                return
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(f"{replies.TIMEOUT}\r\n".encode("ascii"))
@@ -77,10 +146,58 @@ class AnypostSMTP(SMTP):
         finally:
             self._verbatim = False
 
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        # RFC 3207 §4.2: STARTTLS is not offered once TLS is up; aiosmtpd still answers 220 and
+        # runs a second handshake inside the first.
+        if self._tls_protocol is not None:
+            await self.push(str(replies.TLS_ALREADY_ACTIVE))
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd logs a traceback for every exception and replies with its class and text.
+        # A client that closes or fails during STARTTLS is not a server fault: one line.
+        peer = peer_address(self.session)
+        if isinstance(error, _CLIENT_FAULTS):
+            log.info("%s: TLS or connection failure: %s", peer, type(error).__name__)
+            return str(replies.TLS_FAILED)
+        log.error("%s: unexpected error in the SMTP session", peer, exc_info=error)
+        return str(replies.INTERNAL_ERROR)
+
     async def smtp_AUTH(self, arg: str) -> None:
+        # RFC 4954 §8: mechanism names are case-insensitive; aiosmtpd matches them as sent.
+        if arg:
+            mechanism, sep, rest = arg.partition(" ")
+            arg = mechanism.upper() + sep + rest
         await super().smtp_AUTH(arg)
         if self.close_after_reply and self.transport is not None:
             self.transport.close()
+
+    async def challenge_auth(
+        self,
+        challenge: str | bytes,
+        encode_to_b64: bool = True,
+        log_client_response: bool = False,
+    ) -> Any:
+        # aiosmtpd reads the answer with readline(), whose ValueError on an over-long line
+        # reached the client as "(ValueError) Separator is found..." and left the rest of the
+        # line to be run as a command. The answer is read here to its end whatever its length.
+        raw = challenge.encode() if isinstance(challenge, str) else challenge
+        await self.push(b"334 " + (base64.b64encode(raw) if encode_to_b64 else raw))
+        line, too_long = await self._read_line()
+        if too_long:
+            await self.push(str(replies.AUTH_LINE_TOO_LONG))
+            return MISSING
+        blob = line.strip()
+        if blob == b"*":  # RFC 4954 §4: the client cancels
+            await self.push(str(replies.AUTH_ABORTED))
+            return MISSING
+        try:
+            return base64.b64decode(blob, validate=True)
+        except (binascii.Error, ValueError):
+            await self.push(str(replies.AUTH_MALFORMED))
+            return MISSING
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -112,7 +229,34 @@ class AnypostSMTP(SMTP):
             return
         if arg is not None:
             arg = _TRAILING_DOT.sub(r"\1>", arg, count=1)
+            without = self._without_auth_parameter(arg)
+            if without is None:
+                await self.push(str(replies.BAD_AUTH_PARAM))
+                return
+            arg = without
         await super().smtp_MAIL(arg)
+
+    def _without_auth_parameter(self, arg: str) -> str | None:
+        """MAIL's argument without its ``AUTH=`` parameter, or None when that one is malformed.
+
+        RFC 4954 §5: a server that advertises AUTH accepts the parameter; one that does not
+        trust the client's claim acts as if it were ``AUTH=<>``, which is what ignoring it does
+        here (nothing is relayed onwards with it). aiosmtpd refuses it with 555.
+        """
+        if arg[:5].upper() != "FROM:":
+            return arg
+        rest = arg[5:].strip()
+        address, params = self._getaddr(rest)
+        if not address or not params:
+            return arg
+        tokens = params.split()
+        auth = [t for t in tokens if t[:5].upper() == "AUTH="]
+        if not auth:
+            return arg
+        if len(auth) > 1 or not _AUTH_VALUE.fullmatch(auth[0][5:]):
+            return None
+        kept = [t for t in tokens if t[:5].upper() != "AUTH="]
+        return " ".join(["FROM:" + rest[: len(rest) - len(params)].rstrip(), *kept])
 
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed():
@@ -127,6 +271,15 @@ class AnypostSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self._in_data = True
+        self._last_read = self.loop.time()
+        try:
+            await self._receive_data()
+        finally:
+            self._in_data = False
+
+    async def _receive_data(self) -> None:
+        assert self.envelope is not None
         limit: int = self.data_size_limit or 0
         data = bytearray()
         size = 0

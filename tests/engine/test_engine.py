@@ -200,9 +200,9 @@ def misbehaving(cls: type[SMTP], tmp_path: Path) -> Iterator[tuple[int, str]]:
     ("cls", "says"),
     [
         (_Silent, "no reply within 1s"),
-        (_Garbage, "Malformed SMTP response"),
+        (_Garbage, "malformed reply"),
         (_NoTls, "TLS handshake"),
-        (_DropsMidData, "Unexpected EOF"),
+        (_DropsMidData, "the server closed the connection"),
     ],
     ids=["silent", "garbage", "no-tls", "drops-mid-data"],
 )

@@ -424,6 +424,57 @@ class LenientEndOfData(AnypostSMTP):
             self._reader.readuntil = original  # type: ignore[method-assign]
 
 
+# --- the wire ------------------------------------------------------------------------------
+class BareLfReplies(AnypostSMTP):
+    """Ends every reply line with a bare LF (RFC 5321 §2.3.8 wants CRLF)."""
+
+    async def push(self, status: Any) -> None:
+        writer = self._writer
+        original = writer.write
+
+        def write(data: bytes) -> None:
+            original(data[:-2] + b"\n" if data.endswith(b"\r\n") else data)
+
+        writer.write = write  # type: ignore[method-assign]
+        try:
+            await super().push(status)
+        finally:
+            writer.write = original  # type: ignore[method-assign]
+
+
+class _Verbatim(AnypostSMTP):
+    async def push_verbatim(self, status: str) -> None:
+        self._verbatim = True
+        try:
+            await self.push(status)
+        finally:
+            self._verbatim = False
+
+
+class NoopWithoutSeparator(_Verbatim):
+    async def smtp_NOOP(self, arg: str) -> None:
+        await self.push_verbatim("250OK")  # RFC 5321 §4.2: the code, then SP or "-"
+
+
+class NoopWithoutSpace(_Verbatim):
+    async def smtp_NOOP(self, arg: str) -> None:
+        await self.push_verbatim("250")  # §4.2.1: servers SHOULD send the SP anyway
+
+
+class NoopAnsweredTwice(AnypostSMTP):
+    async def smtp_NOOP(self, arg: str) -> None:
+        await super().smtp_NOOP(arg)
+        await super().smtp_NOOP(arg)  # §4.2: exactly one reply per command
+
+
+class MixedCodesInEhlo(AnypostHandler):
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        lines = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        return [*lines[:-1], "251-X-MIXED", lines[-1]]  # §4.2.1: one code on every line
+
+
 VARIANTS: dict[str, Variant] = {
     "plaintext-open": Variant(
         handler=AnonymousIsFirstKey,
@@ -476,6 +527,11 @@ VARIANTS: dict[str, Variant] = {
     "rcpt-without-mail-is-550": Variant(smtp=RcptWithoutMailIs550),
     "no-enhanced-codes": Variant(smtp=NoEnhancedCodes),
     "lenient-end-of-data": Variant(smtp=LenientEndOfData),
+    "bare-lf-replies": Variant(smtp=BareLfReplies),
+    "noop-without-separator": Variant(smtp=NoopWithoutSeparator),
+    "noop-without-space": Variant(smtp=NoopWithoutSpace),
+    "noop-answered-twice": Variant(smtp=NoopAnsweredTwice),
+    "mixed-codes-in-ehlo": Variant(handler=MixedCodesInEhlo),
 }
 
 CATALOGUE_PROOF: dict[str, str] = {
@@ -548,4 +604,9 @@ CATALOGUE_PROOF: dict[str, str] = {
     "session/enhanced-status-codes": "no-enhanced-codes",
     "security/bare-lf-dot-does-not-end-data": "lenient-end-of-data",
     "security/bare-cr-dot-does-not-end-data": "lenient-end-of-data",
+    "wire/replies-end-with-crlf": "bare-lf-replies",
+    "wire/reply-lines-well-formed": "noop-without-separator",
+    "wire/multiline-codes-agree": "mixed-codes-in-ehlo",
+    "wire/one-reply-per-command": "noop-answered-twice",
+    "wire/space-after-code": "noop-without-space",
 }
