@@ -38,6 +38,13 @@ document.getElementById('f').addEventListener('load', function () {
 """
 
 
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PLUGIN_KEY_SEND_ONLY", KEYS["send_only"])
+    monkeypatch.setenv("PLUGIN_KEY_RESTRICTED", KEYS["restricted"])
+    monkeypatch.setenv("ANYPOST_CONFORMANCE_STATE", str(tmp_path / "state"))
+
+
 @pytest.fixture(scope="module")
 def failing_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One run of the authentication scenarios against a server that ignores the username
