@@ -128,6 +128,8 @@ def profile(
         # The server relays every accepted message to the harness's capture sink, so the
         # delivered copies checked are the ones that left the server.
         "observer": {"kind": "sink", "port": sink_port},
+        # The reference server's choices where the contract is silent (README).
+        "policy": {"duplicate_recipients": "one_id", "missing_from": "refuse"},
     }
 
 

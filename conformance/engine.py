@@ -207,6 +207,19 @@ async def run_scenario(
         outcome.verdict = Verdict.NOT_VERIFIED
         outcome.reason = "needs an observer to read delivered copies; the profile has none"
         return outcome
+    for name, value in scenario.policy:
+        declared = profile.policy.get(name)
+        if declared != value:
+            outcome.verdict = Verdict.NOT_VERIFIED
+            outcome.reason = (
+                f"checks the choice policy.{name}: {value}, where the contract is silent; "
+                + (
+                    f"the profile declares {declared}"
+                    if declared
+                    else f"the profile declares no policy.{name}"
+                )
+            )
+            return outcome
     budget = budget_for(profile)
     budget.who = f"{scenario.id} [{port}]"
     ca = str(profile.tls.ca_file) if profile.tls.ca_file else None
@@ -407,7 +420,7 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
         outcome.steps_run.append(_record(ctx, s, at, observation, "failed"))
         raise _Stop()
     if s.expect.should is not None:
-        should = judge(_resolved(ctx, s.expect.should), observation)
+        should = judge(_resolved(ctx, s.expect.should, must=False), observation)
         if should:
             outcome.should_failures.append(
                 Failure(s.describe(), location, Level.SHOULD, tuple(should), at)
@@ -495,8 +508,18 @@ def _cut(text: str, size: int) -> str:
     return text if len(text) <= size else text[: size - 3] + "..."
 
 
-def _resolved(ctx: Context, match: ReplyMatch) -> ReplyMatch:
-    """The expectation with profile variables filled in (SIZE values, text patterns)."""
+def _resolved(ctx: Context, match: ReplyMatch, must: bool = True) -> ReplyMatch:
+    """The expectation with profile variables filled in (SIZE values, text patterns), and
+    without enhanced status codes where the target did not advertise ENHANCEDSTATUSCODES:
+    RFC 2034 §3 requires them only of a server that does (the contract's own example is
+    ``250 OK ids=...``). A MUST expectation of them cannot be judged there: not verified."""
+    if (match.enhanced or match.enhanced_every_line) and not ctx.enhanced_codes:
+        if must:
+            raise NotVerified(
+                "the target does not advertise ENHANCEDSTATUSCODES, so it owes no enhanced "
+                "status codes (RFC 2034 §3)"
+            )
+        match = replace(match, enhanced=None, enhanced_every_line=False)
     if not match.extension_values and not match.text:
         return match
     return replace(

@@ -207,6 +207,34 @@ def _variable_path_problem(name: str) -> str | None:
     )
 
 
+def _policy_problems(policy: Any, doc: Any, index: int, text: str) -> list[str]:
+    """A scenario's ``policy:`` names choices the profile schema declares, with their values."""
+    if not isinstance(policy, dict):
+        return []
+    declared = schema("profile")["properties"]["policy"]["properties"]
+    problems = []
+    for name, value in policy.items():
+        where = locate(doc, ["scenarios", index, "policy", name])
+        if name not in declared:
+            problems.append(
+                _problem(
+                    text,
+                    where,
+                    f"policy.{name} is not a choice a profile can declare; expected one of: "
+                    f"{', '.join(sorted(declared))}",
+                )
+            )
+        elif value not in declared[name]["enum"]:
+            problems.append(
+                _problem(
+                    text,
+                    where,
+                    f"policy.{name}: {value!r} is not one of {', '.join(declared[name]['enum'])}",
+                )
+            )
+    return problems
+
+
 def _reply_match(raw: dict[str, Any]) -> ReplyMatch:
     code = raw.get("code")
     extensions = raw.get("extensions") or {}
@@ -269,6 +297,7 @@ def load_scenarios(
                 problems += _variable_problems(
                     scenario.get("steps"), doc, ["scenarios", i, "steps"], text
                 )
+                problems += _policy_problems(scenario.get("policy"), doc, i, text)
                 if requirements is not None:
                     for j, rid in enumerate(scenario.get("requirements") or []):
                         if isinstance(rid, str) and rid not in requirements:
@@ -299,6 +328,7 @@ def load_scenarios(
                 observer=bool(raw.get("observer", False)),
                 destructive=bool(raw.get("destructive", False)),
                 description=str(raw.get("description", "")),
+                policy=tuple((str(k), str(v)) for k, v in (raw.get("policy") or {}).items()),
             )
         )
     return scenarios
@@ -394,6 +424,7 @@ def load_profile(path: Path) -> Profile:
             Deviation(d["scenario"], d["reason"], date.fromisoformat(d["expires"]))
             for d in doc.get("deviations", ())
         ),
+        policy={str(k): str(v) for k, v in (doc.get("policy") or {}).items()},
     )
 
 

@@ -157,6 +157,9 @@ class Scenario:
     observer: bool = False
     destructive: bool = False
     description: str = ""
+    # A choice the contract leaves open that this scenario checks: it runs only when the
+    # profile's policy declares these values.
+    policy: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,7 @@ class Profile:
     budget_messages: int = 500
     observer: dict[str, str] | None = None
     deviations: tuple[Deviation, ...] = ()
+    policy: dict[str, str] = field(default_factory=dict)
 
     def deviation_for(self, scenario_id: str) -> Deviation | None:
         return next((d for d in self.deviations if d.matches(scenario_id)), None)

@@ -23,6 +23,7 @@ from .expect import Observation
 from .messages import build, size_value, unescape
 from .model import Profile, Step
 from .observer import delivered_copy
+from .reply import Reply
 from .transcript import Transcript
 from .variables import MissingValue, resolve
 
@@ -64,6 +65,12 @@ class Context:
     seen_ids: set[str] = field(default_factory=set)
     last_message_id: str | None = None
     run_step: Callable[[Step], Awaitable[None]] | None = None
+    # Whether the last EHLO of this connection advertised ENHANCEDSTATUSCODES (RFC 2034).
+    enhanced_codes: bool = False
+
+    def learn(self, ehlo: Any) -> None:
+        if isinstance(ehlo, Reply) and ehlo.code == 250:
+            self.enhanced_codes = "ENHANCEDSTATUSCODES" in ehlo.extensions()
 
     def resolve(self, value: Any) -> Any:
         try:
@@ -154,6 +161,7 @@ async def _connect(ctx: Context, s: Step) -> Observation:
         raise NotVerified(f"the profile has no port named {name}")
     ctx.driver.port = ctx.profile.ports[name]
     ctx.recipients.clear()
+    ctx.enhanced_codes = False
     await ctx.budget.wait_unblocked()
     return _observe(ctx, await ctx.driver.connect())
 
@@ -161,7 +169,9 @@ async def _connect(ctx: Context, s: Step) -> Observation:
 @step("ehlo", "helo")
 async def _hello(ctx: Context, s: Step) -> Observation:
     ctx.recipients.clear()
-    return _observe(ctx, await ctx.driver.command(f"{s.kind.upper()} {ctx.resolve(s.args)}"))
+    reply = await ctx.driver.command(f"{s.kind.upper()} {ctx.resolve(s.args)}")
+    ctx.learn(reply)
+    return _observe(ctx, reply)
 
 
 @step("starttls")
@@ -261,6 +271,7 @@ async def _login(ctx: Context, s: Step) -> Observation:
         try:
             if action == "ehlo":
                 reply = await ctx.driver.command(hello)
+                ctx.learn(reply)
             elif not ctx.driver.tls:
                 reply = await ctx.driver.starttls()
             else:

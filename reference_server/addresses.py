@@ -13,7 +13,7 @@ What is refused as malformed (``AddressSyntaxError``), and why:
 - the obsolete forms of RFC 5322 §4.4 (route ``<@a,@b:x@y>``, ``a . b@c`` local parts,
   domains with comments between labels, empty list members): "MUST NOT" be generated, and
   readers disagree on them; the one obsolete form kept is a period in a display name
-  (``John Q. Public``, §4.1 obs-phrase), which mail programs still write;
+  between two words (``John Q. Public``, §4.1 obs-phrase), which mail programs still write;
 - group syntax (``Friends: a@x, b@y;``): From and Sender hold mailboxes (§3.6.2; RFC 6854's
   groups in From are for messages nobody replies to, which a submission service never sends);
 - text after an angle-addr, two angle-addrs, an unquoted ``@``, ``;`` or ``<`` in a display name.
@@ -217,7 +217,13 @@ class _Reader:
             elif c and c in _ATEXT:
                 words.append(_decode_words(self.atom_text()))
             elif c == "." and words:
+                # Only between two words ("John Q. Public"): a period ending the display
+                # name is read differently by different parsers (the email package fails).
                 self.pos += 1
+                self.cfws()
+                nxt = self.peek()
+                if not (nxt == '"' or (nxt and nxt in _ATEXT)):
+                    raise self.fail("a period that does not stand between two words")
                 words.append(".")
             else:
                 break

@@ -44,7 +44,10 @@ BAD_FROM = Reply(
     554, "5.6.0", "The message needs one From header, and at most one Sender, in RFC 5322 syntax"
 )
 BAD_CONTROL_HEADER = Reply(554, "5.6.0", "Malformed or repeated Anypost header")
-BARE_LINE_ENDING = Reply(554, "5.6.0", "Bare CR or LF in message data")
+BARE_CR = Reply(554, "5.6.0", "Bare CR in message data")
+SMUGGLING = Reply(
+    554, "5.6.0", "A line holding only a dot next to a bare LF (SMTP smuggling); use CRLF"
+)
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 # RFC 4954 §6: the code for an over-long line of an authentication exchange.

@@ -6,8 +6,9 @@ What it changes in aiosmtpd, and why:
 - an idle client gets ``421 4.4.2`` before the close (RFC 5321 §4.5.3.2);
 - AUTH PLAIN keeps the authzid, so a foreign identity can be refused (RFC 4616 §2);
 - ``MAIL FROM:<>`` is refused with 550 5.7.1: the contract requires a verified domain;
-- DATA counts size as RFC 1870 §5 does (no stuffed dots), buffers at most the limit, and refuses
-  bare CR or LF so ``<LF>.<LF>`` can never end or smuggle a message (RFC 5321 §4.1.1.4).
+- DATA counts size as RFC 1870 §5 does (no stuffed dots), buffers at most the limit, ends only
+  at <CRLF>.<CRLF>, takes a bare LF as a line end (stored as CRLF), and refuses a message with
+  a bare CR or a smuggling-shaped dot line (RFC 5321 §4.1.1.4; see ``_receive_data``).
 
 Where aiosmtpd 1.4 departs from the RFCs a careful MSA follows (each named where it is fixed):
 - STARTTLS on a TLS session is answered 220 and a second handshake is nested in the first;
@@ -46,6 +47,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # which appear only as "+" and two upper-case hex digits).
 _AUTH_VALUE = re.compile(r"<>|(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
 # What a client's disconnect or failed handshake looks like from inside a session.
+# A CRLF line with no other CR or LF in it (the fast path of DATA).
+_PLAIN_LINE = re.compile(rb"[^\r\n]*\r\n")
 _CLIENT_FAULTS = (TLSSetupException, ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)
 
 log = logging.getLogger("reference_server")
@@ -279,34 +282,63 @@ class AnypostSMTP(SMTP):
             self._in_data = False
 
     async def _receive_data(self) -> None:
+        """Read the message up to <CRLF>.<CRLF>, the only end of data (RFC 5321 §4.1.1.4).
+
+        Bare line endings, as Postfix >= 3.9 does by default (smtpd_forbid_bare_newline =
+        normalize): a line ending in a bare LF is taken as ending in CRLF and stored so, so
+        neither the stored nor a relayed copy ever holds a bare LF. A line of a lone dot next
+        to a bare LF (<LF>.<LF>, <CRLF>.<LF>, <LF>.<CRLF>) is what an SMTP smuggling attempt
+        looks like, and would end the message for a lenient reader: the whole message is
+        refused. A bare CR (no client needs one; <CR>.<CR> is a smuggling form) is refused too.
+        """
         assert self.envelope is not None
         limit: int = self.data_size_limit or 0
+        line_limit = self.line_length_limit
         data = bytearray()
         size = 0
         failure: replies.Reply | None = None
-        mid_line = False  # inside a line longer than the reader's limit
+        pending = b""  # the start of a line whose end has not arrived yet
+        overlong = False  # pending belongs to a line already refused as too long
         while self.transport is not None:
             try:
-                line: bytes = await self._reader.readuntil(b"\r\n")
-                continues = False
+                chunk: bytes = await self._reader.readuntil(b"\r\n")
             except asyncio.LimitOverrunError as exc:
-                line = await self._reader.read(exc.consumed)
-                continues = True
-                failure = failure or replies.LINE_TOO_LONG
-            if not mid_line and line == b".\r\n":
+                chunk = await self._reader.read(exc.consumed)
+            if chunk == b".\r\n" and not pending and not overlong:
                 break
-            if not mid_line and line[:1] == b".":
-                line = line[1:]  # RFC 5321 §4.5.2 transparency
-            mid_line = continues
-            size += len(line)
-            if failure is None and limit and size > limit:
-                failure = replies.TOO_BIG
-            if failure is None and (line.count(b"\n") != 1 or line.count(b"\r") != 1):
-                failure = replies.BARE_LINE_ENDING
-            if failure is None:
-                data += line
-            elif data:
-                data = bytearray()  # release the buffer: the message is refused anyway
+            if not pending and chunk.endswith(b"\r\n") and _PLAIN_LINE.fullmatch(chunk):
+                lines = [chunk]  # the usual case: one CRLF line, nothing else in it
+            else:
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                lines = [line + b"\n" for line in lines]
+            for line in lines:
+                content = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+                if overlong:
+                    overlong = False
+                    continue
+                if content[:1] == b".":
+                    if content == b"." and failure is None:
+                        failure = replies.SMUGGLING  # a lone dot next to a bare LF
+                    content = content[1:]  # RFC 5321 §4.5.2 transparency
+                if failure is None and b"\r" in content:
+                    failure = replies.BARE_CR
+                if failure is None and len(content) > line_limit:
+                    failure = replies.LINE_TOO_LONG
+                size += len(content) + 2
+                if failure is None and limit and size > limit:
+                    failure = replies.TOO_BIG
+                if failure is None:
+                    data += content
+                    data += b"\r\n"
+                elif data:
+                    data = bytearray()  # release the buffer: the message is refused anyway
+            if len(pending) > line_limit:
+                # A line longer than any allowed: drop what came of it, refuse the message.
+                failure = failure or replies.LINE_TOO_LONG
+                size += len(pending)
+                pending = b""
+                overlong = True
         if failure is not None:
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             await self.push(str(failure))

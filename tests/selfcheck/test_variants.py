@@ -61,6 +61,7 @@ def profile(server: ServerThread) -> Profile:
             "auth_failure_cooldown": COOLDOWN,
         },
         observer={"kind": "maildir", "path": str(server.config.spool / "maildir")},
+        policy={"duplicate_recipients": "one_id", "missing_from": "refuse"},
     )
 
 

@@ -41,12 +41,15 @@ def smtp_with(**options: Any) -> type[AnypostSMTP]:
 
 
 # --- TLS -----------------------------------------------------------------------------------
-class AdvertisesAuthBeforeTls(AnypostHandler):
+class NoStarttlsOffered(AnypostHandler):
+    """A port set up without its certificate: EHLO does not offer STARTTLS."""
+
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         lines = await super().handle_EHLO(server, session, envelope, hostname, responses)
-        return [*lines[:-1], "250-AUTH PLAIN LOGIN", lines[-1]]
+        kept = [line for line in lines if "STARTTLS" not in line.upper()]
+        return [*[line.replace("250 ", "250-", 1) for line in kept[:-1]], kept[-1]]
 
 
 class AdvertisesStarttlsAfterTls(AnypostHandler):
@@ -257,6 +260,26 @@ class NaiveFromParser(AnypostHandler):
             domain = match.group(1)
 
         return [Found()]
+
+
+class AcceptsTwoFrom(AnypostHandler):
+    """Checks the mailboxes of every From header, but lets a message have several."""
+
+    def authors(self, block: HeaderBlock) -> list[Any]:
+        froms = block.named("from")
+        if len(froms) < 2:
+            return super().authors(block)
+        found: list[Any] = []
+        for header in froms:
+            found += super().authors(HeaderBlock((header,), block.body_offset))
+        return found
+
+
+class AcceptsMissingFrom(AnypostHandler):
+    """Lets a message without From through, adding nothing (the policy declared: refuse)."""
+
+    def authors(self, block: HeaderBlock) -> list[Any]:
+        return super().authors(block) if block.named("from") else []
 
 
 class IgnoresSenderHeader(AnypostHandler):
@@ -480,7 +503,7 @@ VARIANTS: dict[str, Variant] = {
         handler=AnonymousIsFirstKey,
         options={"require_starttls": False, "auth_required": False, "auth_require_tls": False},
     ),
-    "advertises-auth-before-tls": Variant(handler=AdvertisesAuthBeforeTls),
+    "no-starttls-offered": Variant(handler=NoStarttlsOffered),
     "judges-credentials-before-tls": Variant(smtp=JudgesCredentialsBeforeTls),
     "advertises-starttls-after-tls": Variant(handler=AdvertisesStarttlsAfterTls),
     "keeps-session-across-tls": Variant(smtp=KeepsSessionAcrossTls),
@@ -510,6 +533,8 @@ VARIANTS: dict[str, Variant] = {
     "from-unchecked": Variant(handler=FromUnchecked),
     "from-allowed-domains-ignored": Variant(handler=FromAllowedDomainsIgnored),
     "naive-from-parser": Variant(handler=NaiveFromParser),
+    "accepts-two-from": Variant(handler=AcceptsTwoFrom),
+    "accepts-missing-from": Variant(handler=AcceptsMissingFrom),
     "ignores-sender-header": Variant(handler=IgnoresSenderHeader),
     "size-off-by-one": Variant(smtp=OffByOne),
     "size-unenforced": Variant(smtp=SizeUnenforced),
@@ -535,7 +560,7 @@ VARIANTS: dict[str, Variant] = {
 }
 
 CATALOGUE_PROOF: dict[str, str] = {
-    "starttls/plaintext-greeting-offers-starttls": "advertises-auth-before-tls",
+    "starttls/plaintext-greeting-offers-starttls": "no-starttls-offered",
     "starttls/upgrade-succeeds": "advertises-starttls-after-tls",
     "starttls/auth-refused-before-tls": "judges-credentials-before-tls",
     "starttls/auth-login-refused-before-tls": "plaintext-open",
@@ -573,8 +598,9 @@ CATALOGUE_PROOF: dict[str, str] = {
     "from/other-verified-domain-accepted": "only-primary-domain",
     "from/display-name-is-not-an-address": "naive-from-parser",
     "from/every-mailbox-checked": "naive-from-parser",
-    "from/missing-from-refused": "naive-from-parser",
-    "from/two-from-headers-refused": "naive-from-parser",
+    "from/missing-from-refused": "accepts-missing-from",
+    "from/second-from-header-checked": "naive-from-parser",
+    "from/two-from-headers-refused": "accepts-two-from",
     "from/sender-header-checked": "ignores-sender-header",
     "size/advertised": "size-not-advertised",
     "size/at-limit-accepted": "size-off-by-one",
