@@ -309,7 +309,9 @@ class ScenarioItem(pytest.Item):
                 note = (
                     f"stale deviation: passes now, remove it from the profile ({deviation.reason})"
                 )
-            elif outcome.verdict is Verdict.FAILED:
+            elif outcome.verdict in (Verdict.FAILED, Verdict.BLOCKED):
+                # Blocked too: a deviation of the requirement charged (no ids= at all, say)
+                # stops scenarios that only check it in passing.
                 note = f"known deviation until {deviation.expires}: {deviation.reason}"
         data = record(outcome, note, strict)
         if repeat > 1:
@@ -332,7 +334,7 @@ class ScenarioItem(pytest.Item):
         )
         if outcome.verdict is Verdict.NOT_VERIFIED:
             pytest.skip(f"not verified: {outcome.reason}")
-        if outcome.verdict is Verdict.FAILED and note is not None and note.startswith("known"):
+        if note is not None and note.startswith("known"):
             pytest.skip(note)
         text = _failure_text(outcome, self.config.stash.get(_REQUIREMENTS, {}))
         if outcome.verdict is Verdict.ERROR:
