@@ -77,9 +77,6 @@ EVIDENCE = {
     "session/ordinary-mime-parts-accepted": QUEUED,
     "from/encoded-word-display-name-address-refused": QUEUED,
     "from/encoded-word-local-part-refused": QUEUED,
-    "from/generated-from-spellings": QUEUED,
-    "sender/generated-sender-spellings": QUEUED,
-    "headers/generated-tags-values": QUEUED,
     "ids/refused-recipient-gets-no-id": QUEUED,
     "ids/rset-discards-recipients": QUEUED,
 }
@@ -149,6 +146,9 @@ def postfix_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 "run",
                 *("--target", str(profile), "--include-destructive"),
                 *("--report-dir", str(reports), "-q"),
+                # The property-based scenarios draw new examples every run; against Postfix,
+                # which reads none of these headers, they are left out to keep this exact.
+                *("-k", "not generated"),
             ],
             env={**os.environ, **lookalike.env},
             cwd=REPO,
