@@ -52,7 +52,7 @@ from .model import (
     fails_run,
 )
 from .reply import Reply
-from .steps import REGISTRY, Context, NotVerified, PreconditionFailed
+from .steps import REGISTRY, Context, NotVerified, PreconditionFailed, no_tls_offered
 from .transcript import Redactor, Transcript
 
 
@@ -397,7 +397,9 @@ async def _run_step(
         or PRECONDITION_OF.get(s.kind) in scenario.requirements
         or scenario.destructive
     )
-    temporary = (reply is not None and reply.reply_class == 4) or (
+    # A refused STARTTLS that the EHLO never offered is no transient (steps.no_tls_offered).
+    standing = s.kind == "starttls" and no_tls_offered(ctx, reply)
+    temporary = (reply is not None and reply.reply_class == 4 and not standing) or (
         reply is None and dropped and not under_test
     )
     if temporary and not scenario.destructive and not must.allows_temporary:
