@@ -253,23 +253,27 @@ class Driver:
             self.extensions = reply.extensions() if reply.code == 250 else None
         return reply
 
-    async def pipeline(self, lines: list[str]) -> list[Reply]:
+    async def pipeline(self, lines: list[str]) -> tuple[list[Reply], TransportError | None]:
         """Several commands in one write (RFC 2920), then one reply read for each, in order.
 
-        Stops at the first transport failure; the replies read so far are returned with it
-        raised as the last item is missing (see ``TransportError``)."""
+        Returns the replies read, and the transport failure that stopped the reading (the
+        reply to ``lines[len(replies)]`` never came), if any."""
         self._connection()
-        self._take_extras(f"before {lines[0]}")
         for line in lines:
             if _CONTROL.search(line):
                 raise TransportError(f"cannot send {line!r} in a pipeline (use raw)", False)
+        self._take_extras(f"before {lines[0]}")
+        for line in lines:
             self.transcript.sent(line)
         self._write("".join(f"{line}\r\n" for line in lines).encode("utf-8"), lines[0])
         self._owed += len(lines)
-        replies = []
+        replies: list[Reply] = []
         for line in lines:
-            replies.append(await self._read(f"reply to {line} (pipelined)"))
-        return replies
+            try:
+                replies.append(await self._read(f"reply to {line} (pipelined)"))
+            except TransportError as exc:
+                return replies, exc
+        return replies, None
 
     async def read_reply(self, timeout: float | None = None) -> Reply:
         return await self._read("reading a reply", timeout)
@@ -352,14 +356,17 @@ class Driver:
         start = await self.command("DATA")
         if start.code != 354:
             return start, None
+        return start, await self.message(message, verbatim)
+
+    async def message(self, message: bytes, verbatim: bool = False) -> Reply:
+        """The message after a 354, and the reply to its end."""
         payload = message if verbatim else _PERIOD.sub(b"..", message) + b".\r\n"
         self.transcript.sent_summary(_describe_message(message, verbatim))
         self._write(payload, "the message")
         self._owed += 1
         # A big message may take a while to reach the server before it can answer.
         await self._drain()
-        final = await self._read("reply to the end of data", self.timeout + len(payload) / 1e6)
-        return start, final
+        return await self._read("reply to the end of data", self.timeout + len(payload) / 1e6)
 
     async def wait_closed(self, timeout: float) -> bool:
         """True when the server has closed the connection within ``timeout`` seconds."""

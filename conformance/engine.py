@@ -288,7 +288,11 @@ async def _run_steps(ctx: Context, scenario: Scenario, outcome: Outcome, strict:
     async def run_step(s: Step) -> None:
         await _run_step(ctx, scenario, s, outcome)
 
+    async def judge_step(s: Step, seen: Observation | TransportError) -> None:
+        await _run_step(ctx, scenario, s, outcome, seen)
+
     ctx.run_step = run_step
+    ctx.judge_step = judge_step
     try:
         await ctx.budget.wait_unblocked()
         if scenario.steps[0].kind not in ("connect", "reconnect"):
@@ -331,12 +335,21 @@ def _default_connect() -> Expectation:
     return Expectation(match, None, explicit=False)
 
 
-async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome) -> None:
+async def _run_step(
+    ctx: Context,
+    scenario: Scenario,
+    s: Step,
+    outcome: Outcome,
+    seen: Observation | TransportError | None = None,
+) -> None:
+    """Run a step and judge it; with ``seen``, only judge what a pipelined group observed."""
     executor = REGISTRY[s.kind]
     at = len(ctx.transcript)
     dropped = False
     try:
-        observation = await executor(ctx, s)
+        if isinstance(seen, TransportError):
+            raise seen
+        observation = await executor(ctx, s) if seen is None else seen
     except PreconditionFailed as exc:
         _precondition(ctx, scenario, s, outcome, at, exc.requirement, exc.reason, exc.temporary)
         return
@@ -349,9 +362,10 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
             error=exc.message,
             accepted_recipients=len(ctx.recipients),
         )
-    _wire_failures(ctx, s.describe(), str(s.location), outcome, at)
-    if s.kind == "repeat":
-        return
+    label = step_label(ctx, s, at)
+    _wire_failures(ctx, label, str(s.location), outcome, at)
+    if s.kind in ("repeat", "pipeline"):
+        return  # their steps were judged one by one
     if s.expect.must.closed and not observation.closed:
         closed = await ctx.driver.wait_closed(ctx.profile.timeout)
         observation = replace(observation, closed=closed)
@@ -376,7 +390,7 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
         what = str(reply) if reply is not None else (observation.error or "the session ended")
         ctx.transcript.event("a transient failure on a step the expectation did not allow for")
         outcome.steps_run.append(_record(ctx, s, at, observation, "inconclusive"))
-        raise _Inconclusive(f"the target answered {what} at step '{s.describe()}'")
+        raise _Inconclusive(f"the target answered {what} at step '{label}'")
     checks = judge_checks(_resolved(ctx, must), observation)
     # A transport error fails the step unless the step was about the connection ending.
     about_closing = must.closed is not None or must.refused is not None
@@ -394,35 +408,34 @@ async def _run_step(ctx: Context, scenario: Scenario, s: Step, outcome: Outcome)
             requirement = PRECONDITION_OF.get(s.kind)
             if requirement is not None:
                 problems = tuple(text for _, text in checks)
-                outcome.failures.append(Failure(s.describe(), location, Level.MUST, problems, at))
+                outcome.failures.append(Failure(label, location, Level.MUST, problems, at))
                 outcome.steps_run.append(_record(ctx, s, at, observation, "blocked"))
                 raise _Blocked(
                     requirement,
                     Level.MUST,
-                    f"the step '{s.describe()}' (not under test) failed: {problems[0]}",
+                    f"the step '{label}' (not under test) failed: {problems[0]}",
                 )
         own = [(c, t) for c, t in checks if not _incidental(c, scenario)]
         if not own and not scenario.destructive:
             requirement, level = INCIDENTAL[checks[0][0]]
             problems = tuple(text for _, text in checks)
-            outcome.failures.append(Failure(s.describe(), location, level, problems, at))
+            outcome.failures.append(Failure(label, location, level, problems, at))
             outcome.steps_run.append(_record(ctx, s, at, observation, "blocked"))
             raise _Blocked(
                 requirement,
                 level,
-                f"an incidental check of {requirement} at step '{s.describe()}' failed: "
-                f"{problems[0]}",
+                f"an incidental check of {requirement} at step '{label}' failed: {problems[0]}",
             )
         level = scenario.level
         problems = tuple(text for _, text in checks)
-        outcome.failures.append(Failure(s.describe(), location, level, problems, at))
+        outcome.failures.append(Failure(label, location, level, problems, at))
         outcome.steps_run.append(_record(ctx, s, at, observation, "failed"))
         raise _Stop()
     if s.expect.should is not None:
         should = judge(_resolved(ctx, s.expect.should, must=False), observation)
         if should:
             outcome.should_failures.append(
-                Failure(s.describe(), location, Level.SHOULD, tuple(should), at)
+                Failure(label, location, Level.SHOULD, tuple(should), at)
             )
             outcome.steps_run.append(_record(ctx, s, at, observation, "SHOULD not met"))
             _remember_ids(ctx, reply)
@@ -468,14 +481,31 @@ def _precondition(
     observation = Observation(reply=None, closed=not ctx.driver.connected, tls=ctx.driver.tls)
     if temporary and not scenario.destructive:
         outcome.steps_run.append(_record(ctx, s, at, observation, "inconclusive", reason))
-        raise _Inconclusive(f"{reason} (at step '{s.describe()}')")
-    failure = Failure(s.describe(), str(s.location), Level.MUST, (reason,), at)
+        raise _Inconclusive(f"{reason} (at step '{step_label(ctx, s, at)}')")
+    failure = Failure(step_label(ctx, s, at), str(s.location), Level.MUST, (reason,), at)
     outcome.failures.append(failure)
     if requirement in scenario.requirements or scenario.destructive:
         outcome.steps_run.append(_record(ctx, s, at, observation, "failed", reason))
         raise _Stop()
     outcome.steps_run.append(_record(ctx, s, at, observation, "blocked", reason))
-    raise _Blocked(requirement, Level.MUST, f"{reason} (at step '{s.describe()}')")
+    raise _Blocked(requirement, Level.MUST, f"{reason} (at step '{step_label(ctx, s, at)}')")
+
+
+def step_label(ctx: Context, s: Step, at: int) -> str:
+    """A step as it went on the wire: its ``name``, or the command it sent
+    (``MAIL FROM:<probe@acme.test>``); in a composite step the last command, the one whose reply
+    was judged or failed (``login: AUTH PLAIN <redacted...>``). Its file:line goes beside it."""
+    if s.name:
+        return s.name
+    sent = [e.text.split("\n")[0] for e in ctx.transcript.entries[at:] if e.direction == ">"]
+    sent = [_cut(line, 120) for line in sent if line]
+    if not sent:
+        return s.kind if s.args in (None, {}, "") or s.kind == "repeat" else s.describe()
+    if s.kind in ("login", "auth", "repeat") and len(sent) > 1:
+        return f"{s.kind}: {sent[-1]}"
+    if s.kind == "data":
+        return " ".join(sent[:2])  # DATA [message: N octets]
+    return sent[0] if len(sent) == 1 else f"{sent[0]} (+{len(sent) - 1} more lines)"
 
 
 def _record(
@@ -487,8 +517,7 @@ def _record(
     what: str | None = None,
 ) -> StepRecord:
     entries = ctx.transcript.entries[at:]
-    sent = next((e.text.split("\n")[0] for e in entries if e.direction == ">"), "")
-    title = f"{s.kind}: {sent}" if sent else s.describe()
+    title = step_label(ctx, s, at)
     if observation.reply is not None:
         reply = str(observation.reply)
         reply = reply if len(reply) <= 120 else reply[:117] + "..."

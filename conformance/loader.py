@@ -49,6 +49,7 @@ ACTIONS = (
     "quit",
     "raw",
     "repeat",
+    "pipeline",
     "observe",
     "login",
     "wait",
@@ -72,6 +73,7 @@ DEFAULT_EXPECT: dict[str, ReplyMatch | None] = {
     "quit": None,
     "raw": None,
     "repeat": None,
+    "pipeline": None,
     "observe": None,
 }
 
@@ -140,6 +142,39 @@ def _step_shape_problems(steps: Any, text: str) -> list[str]:
             )
         if "repeat" in step and isinstance(step["repeat"], SourceMap):
             problems += _step_shape_problems(step["repeat"].get("steps"), text)
+        if "pipeline" in step and isinstance(step["pipeline"], SourceMap):
+            group = step["pipeline"].get("steps")
+            problems += _step_shape_problems(group, text)
+            problems += _pipeline_problems(group, text)
+    return problems
+
+
+PIPELINED = ("mail", "rcpt", "rset", "noop", "data")
+
+
+def _pipeline_problems(group: Any, text: str) -> list[str]:
+    """RFC 2920 §3.1: DATA (and NOOP) can only be the last command of a group."""
+    problems: list[str] = []
+    if not isinstance(group, SourceList):
+        return problems
+    for index, (step, location) in enumerate(zip(group, group.item_locations, strict=True)):
+        if not isinstance(step, SourceMap):
+            continue
+        kind = next((k for k in step if k in ACTIONS), None)
+        if kind is not None and kind not in PIPELINED:
+            problems.append(
+                _problem(
+                    text,
+                    location,
+                    f"a pipeline holds {', '.join(PIPELINED)} steps only; found {kind}",
+                )
+            )
+        elif kind in ("data", "noop") and index != len(group) - 1:
+            problems.append(
+                _problem(
+                    text, location, f"{kind} must be the last step of a pipeline (RFC 2920 §3.1)"
+                )
+            )
     return problems
 
 
@@ -278,7 +313,7 @@ def _steps(raw_steps: SourceList) -> tuple[Step, ...]:
         else:
             default = DEFAULT_EXPECT[kind]
             expectation = Expectation(default or ReplyMatch(), None, explicit=False)
-        sub = _steps(args["steps"]) if kind == "repeat" else ()
+        sub = _steps(args["steps"]) if kind in ("repeat", "pipeline") else ()
         steps.append(Step(kind, args, expectation, location, str(raw.get("name", "")), sub))
     return tuple(steps)
 

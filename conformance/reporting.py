@@ -131,13 +131,12 @@ def _names(record: dict[str, Any], rid: str) -> bool:
 
 def _own_verdict(record: dict[str, Any]) -> Verdict:
     """A record's verdict for its own requirements: a run that failed only by breaches of wire
-    rules (each charged to its rule) passed as far as they go."""
+    rules it does not name (each charged to its rule) passed as far as they go. A scenario
+    that names the rule (the smuggling scenarios name RFC-12: a smuggled command's reply is a
+    reply too many) owns its breaches."""
     found = record["failures"] + record["should_failures"]
-    if (
-        record["verdict"] == Verdict.FAILED.value
-        and found
-        and all(f.get("requirement") for f in found)
-    ):
+    elsewhere = [f for f in found if f.get("requirement") not in (None, *record["requirements"])]
+    if record["verdict"] == Verdict.FAILED.value and found and len(elsewhere) == len(found):
         return Verdict.PASSED
     return Verdict(record["verdict"])
 

@@ -12,7 +12,7 @@ import secrets
 import ssl
 import string
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,9 @@ class Context:
     seen_ids: set[str] = field(default_factory=set)
     last_message_id: str | None = None
     run_step: Callable[[Step], Awaitable[None]] | None = None
+    # Judge a step whose traffic already happened (a pipelined group's): the observation, or
+    # the transport failure that stood in for its reply.
+    judge_step: Callable[[Step, Observation | TransportError], Awaitable[None]] | None = None
     # Whether the last EHLO of this connection advertised ENHANCEDSTATUSCODES (RFC 2034).
     enhanced_codes: bool = False
 
@@ -318,6 +321,12 @@ async def _wait(ctx: Context, s: Step) -> Observation:
 
 @step("mail")
 async def _mail(ctx: Context, s: Step) -> Observation:
+    line = _mail_line(ctx, s)
+    ctx.recipients.clear()
+    return _observe(ctx, await ctx.driver.command(line))
+
+
+def _mail_line(ctx: Context, s: Step) -> str:
     args = ctx.resolve(s.args)
     if isinstance(args, str):
         args = {"from": args}
@@ -331,9 +340,7 @@ async def _mail(ctx: Context, s: Step) -> Observation:
             params.append(f"SIZE={size_value(args['size'], ctx.size_limit())}")
         except LookupError:
             raise NotVerified("the profile has no limits.message_size") from None
-    ctx.recipients.clear()
-    line = " ".join([f"MAIL FROM:{path}", *params])
-    return _observe(ctx, await ctx.driver.command(line))
+    return " ".join([f"MAIL FROM:{path}", *params])
 
 
 @functools.lru_cache(maxsize=16)
@@ -348,6 +355,26 @@ def _normalized(address: str) -> str:
 
 @step("rcpt")
 async def _rcpt(ctx: Context, s: Step) -> Observation:
+    addresses = _rcpt_addresses(ctx, s)
+    reply = None
+    for address in addresses:
+        reply = await ctx.driver.command(_rcpt_line(address))
+        _accepted(ctx, address, reply)
+        if reply.reply_class != 2 and len(addresses) > 1:
+            break
+    return _observe(ctx, reply)
+
+
+def _rcpt_line(address: str) -> str:
+    return f"RCPT TO:{address if address.startswith('<') else f'<{address}>'}"
+
+
+def _accepted(ctx: Context, address: str, reply: Reply) -> None:
+    if reply.reply_class == 2 and _normalized(address) not in ctx.recipients:
+        ctx.recipients.append(_normalized(address))
+
+
+def _rcpt_addresses(ctx: Context, s: Step) -> list[str]:
     args = ctx.resolve(s.args)
     if isinstance(args, str):
         args = {"to": args}
@@ -360,38 +387,110 @@ async def _rcpt(ctx: Context, s: Step) -> Observation:
                 f"the scenario needs {count} recipients; the profile lists {len(ctx.profile.recipients)}"
             )
         addresses = list(ctx.profile.recipients[:count])
-    reply = None
-    for address in addresses:
-        path = address if address.startswith("<") else f"<{address}>"
-        reply = await ctx.driver.command(f"RCPT TO:{path}")
-        if reply.reply_class == 2 and _normalized(address) not in ctx.recipients:
-            ctx.recipients.append(_normalized(address))
-        if reply.reply_class != 2 and count > 1:
-            break
-    return _observe(ctx, reply)
+    return addresses
 
 
 @step("data")
 async def _data(ctx: Context, s: Step) -> Observation:
-    spec = ctx.resolve(s.args or {})
+    message, verbatim = _message(ctx, s)
+    start, final = await ctx.driver.data(message, verbatim)
+    observation = _observe(ctx, final if final is not None else start)
+    ctx.recipients.clear()
+    return observation
+
+
+def _refuse_strangers(ctx: Context, s: Step, recipients: list[str]) -> None:
     allowed = _allowed(ctx.profile.recipients)
-    strangers = [r for r in ctx.recipients if r not in allowed]
+    strangers = [r for r in recipients if _normalized(r) not in allowed]
     if strangers:
         raise ScenarioError(
             f"{s.location}: refusing to send DATA to {', '.join(strangers)}: "
             "the harness only ever mails the profile's recipients"
         )
+
+
+def _message(ctx: Context, s: Step) -> tuple[bytes, bool]:
+    """The message of a data step, once its recipients are known to be the profile's."""
+    _refuse_strangers(ctx, s, ctx.recipients)
     try:
-        message, verbatim = build(spec, ctx.size_limit())
+        message, verbatim = build(ctx.resolve(s.args or {}), ctx.size_limit())
     except LookupError:
         raise NotVerified("the profile has no limits.message_size") from None
     ctx.last_message_id = _message_id(message)
     if ctx.recipients:
         ctx.budget.spend_message()
-    start, final = await ctx.driver.data(message, verbatim)
-    observation = _observe(ctx, final if final is not None else start)
+    return message, verbatim
+
+
+@step("pipeline")
+async def _pipeline(ctx: Context, s: Step) -> Observation:
+    """RFC 2920: the group's commands in one write, each reply judged against its own step.
+
+    A data step (last) sends its message after a 354, before the group is judged, so the
+    session is never left inside DATA."""
+    if ctx.driver.extensions is None or "PIPELINING" not in ctx.driver.extensions:
+        raise NotVerified("the last EHLO did not advertise PIPELINING (RFC 2920)")
+    lines: list[str] = []
+    owners: list[int] = []  # the index of the step each line belongs to
+    rcpts: dict[int, list[str]] = {}
+    for index, sub in enumerate(s.steps):
+        if sub.kind == "mail":
+            lines.append(_mail_line(ctx, sub))
+        elif sub.kind == "rcpt":
+            rcpts[index] = _rcpt_addresses(ctx, sub)
+            lines += [_rcpt_line(a) for a in rcpts[index]]
+            owners += [index] * (len(rcpts[index]) - 1)
+        else:
+            lines.append(sub.kind.upper())
+        owners.append(index)
+    if s.steps[-1].kind == "data":
+        # Checked before anything is sent: DATA goes to the profile's recipients only.
+        _refuse_strangers(ctx, s.steps[-1], [a for group in rcpts.values() for a in group])
+    replies, failure = await ctx.driver.pipeline(lines)
+    final: Reply | None = None
+    last = s.steps[-1]
+    if last.kind == "data" and len(replies) == len(lines) and replies[-1].code == 354:
+        ctx.recipients.clear()
+        for index, addresses in rcpts.items():
+            answers = [r for r, o in zip(replies, owners, strict=False) if o == index]
+            for address, reply in zip(addresses, answers, strict=False):
+                _accepted(ctx, address, reply)
+        message, verbatim = _message(ctx, last)
+        try:
+            final = await ctx.driver.message(message, verbatim)
+        except TransportError as exc:
+            failure = exc
+    assert ctx.judge_step is not None
     ctx.recipients.clear()
-    return observation
+    for index, sub in enumerate(s.steps):
+        mine = [
+            (lines[i], r)
+            for i, (r, o) in enumerate(zip(replies, owners, strict=False))
+            if o == index
+        ]
+        named = sub if sub.name else replace(sub, name=f"{lines[owners.index(index)]} (pipelined)")
+        if not mine:
+            await ctx.judge_step(named, failure or TransportError("no reply", closed=True))
+            break
+        if sub.kind in ("mail", "rset"):
+            ctx.recipients.clear()
+        judged = mine[-1][1]
+        for line, reply in mine:
+            if sub.kind == "rcpt":
+                _accepted(ctx, line[len("RCPT TO:") :], reply)
+            if reply.reply_class != 2:
+                judged = reply
+                break
+        if sub.kind == "data" and judged.code == 354:
+            if final is None:
+                await ctx.judge_step(named, failure or TransportError("no reply", closed=True))
+                break
+            judged = final
+        observation = _observe(ctx, judged)
+        if sub.kind == "data":
+            ctx.recipients.clear()
+        await ctx.judge_step(named, observation)
+    return _observe(ctx, None)
 
 
 def _message_id(message: bytes) -> str | None:

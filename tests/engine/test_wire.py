@@ -207,3 +207,51 @@ def test_wire_binary_greeting_cannot_bloat_the_reports(tmp_path: Path) -> None:
         text = (reports / name).read_bytes()
         assert b"\x00" not in text and b"\x1b" not in text, name
         text.decode("utf-8")
+
+
+def test_wire_step_labels_read_like_the_exchange(server: Any) -> None:
+    s = scenario("starttls/authenticated-submission")
+    steps = list(s.steps)
+    mail = next(i for i, st in enumerate(steps) if st.kind == "mail")
+    refused = Expectation(ReplyMatch(reply_class=(5,)))
+    steps[mail] = dataclasses.replace(steps[mail], expect=refused)
+    outcome = run(dataclasses.replace(s, steps=tuple(steps)), profile_for(server.port, server.ca))
+    [failure] = outcome.failures
+    assert failure.step == f"MAIL FROM:<probe@{VERIFIED}>", outcome.summary()
+    line = steps[mail].location.line
+    assert failure.location.endswith(
+        f"enforcement.scenario.yaml:{line}:{steps[mail].location.column}"
+    )
+    titles = [r.title for r in outcome.steps_run]
+    assert titles[-1] == f"MAIL FROM:<probe@{VERIFIED}>" and "{" not in " ".join(titles)
+
+
+def test_wire_composite_step_names_its_failing_command(server: Any) -> None:
+    s = scenario("auth/send-only-key-plain")
+    login = s.steps[0]
+    assert login.kind in ("login", "auth")
+    wrong = Expectation(ReplyMatch(code=(535,)))
+    altered = dataclasses.replace(s, steps=(dataclasses.replace(login, expect=wrong),))
+    outcome = run(altered, profile_for(server.port, server.ca))
+    [failure] = outcome.failures
+    assert failure.step.startswith(f"{login.kind}: AUTH PLAIN <redacted"), outcome.summary()
+
+
+def test_wire_pipeline_needs_pipelining_advertised(tmp_path: Path) -> None:
+    with wire_server(tmp_path, pipelining=False) as (port, ca):
+        outcome = run(scenario("wire/pipelined-transaction"), profile_for(port, ca))
+    assert outcome.verdict is Verdict.NOT_VERIFIED and "PIPELINING" in outcome.reason
+
+
+def test_wire_pipelined_replies_judged_each_against_its_command(tmp_path: Path) -> None:
+    with wire_server(tmp_path) as (port, ca):
+        outcome = run(scenario("wire/pipelined-transaction"), profile_for(port, ca))
+    assert outcome.verdict is Verdict.PASSED, outcome.summary()
+    titles = [r.title for r in outcome.steps_run]
+    assert titles[-5:-1] == [
+        f"MAIL FROM:<probe@{VERIFIED}> (pipelined)",
+        "RCPT TO:<r0@sink.test> (pipelined)",
+        "RCPT TO:<r1@sink.test> (pipelined)",
+        "DATA (pipelined)",
+    ]
+    assert [r.reply.split()[0] for r in outcome.steps_run[-5:-1]] == ["250", "250", "250", "250"]

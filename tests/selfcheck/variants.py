@@ -490,6 +490,15 @@ class NoopAnsweredTwice(AnypostSMTP):
         await super().smtp_NOOP(arg)  # §4.2: exactly one reply per command
 
 
+class LosesPipelinedCommands(AnypostSMTP):
+    """Drops what the client sent after MAIL before answering it (RFC 2920 §3.2: never flush
+    the input buffer)."""
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        self._reader._buffer.clear()
+        await super().smtp_MAIL(arg)
+
+
 class MixedCodesInEhlo(AnypostHandler):
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -557,6 +566,7 @@ VARIANTS: dict[str, Variant] = {
     "noop-without-space": Variant(smtp=NoopWithoutSpace),
     "noop-answered-twice": Variant(smtp=NoopAnsweredTwice),
     "mixed-codes-in-ehlo": Variant(handler=MixedCodesInEhlo),
+    "loses-pipelined-commands": Variant(smtp=LosesPipelinedCommands),
 }
 
 CATALOGUE_PROOF: dict[str, str] = {
@@ -635,4 +645,6 @@ CATALOGUE_PROOF: dict[str, str] = {
     "wire/multiline-codes-agree": "mixed-codes-in-ehlo",
     "wire/one-reply-per-command": "noop-answered-twice",
     "wire/space-after-code": "noop-without-space",
+    "wire/pipelined-transaction": "loses-pipelined-commands",
+    "wire/pipelined-refusals-in-order": "loses-pipelined-commands",
 }

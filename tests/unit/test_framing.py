@@ -143,3 +143,34 @@ def test_framing_any_bytes_give_replies_or_a_framing_error_never_a_crash(data: b
             assert not any(c in text for c in "\r\n\x00\x1b")
     except FramingError:
         pass
+
+
+def _record(requirements: list[str], failures: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "scenario": "s",
+        "port": "p",
+        "level": "MUST",
+        "requirements": requirements,
+        "verdict": "failed" if failures else "passed",
+        "failures": failures,
+        "should_failures": [],
+    }
+
+
+def test_reporting_wire_breach_is_charged_to_its_rule_unless_the_scenario_names_it() -> None:
+    from conformance.model import Requirement
+    from conformance.reporting import by_requirement
+
+    catalogue = {
+        rid: Requirement(rid, Level.MUST, "text", rid.split("-")[0])
+        for rid in ("SENDER-1", "RFC-4", "RFC-12")
+    }
+    extra = {"step": "x", "location": "f:1:1", "level": "MUST", "problems": ["extra"]}
+    records = [
+        _record(["SENDER-1"], [{**extra, "requirement": "RFC-12"}]),
+        _record(["RFC-4", "RFC-12"], [{**extra, "requirement": "RFC-12"}]),
+    ]
+    rows = {row["id"]: row["verdict"] for row in by_requirement(records, catalogue)}
+    assert rows == {"SENDER-1": "passed", "RFC-4": "failed", "RFC-12": "failed"}
+    rows = {row["id"]: row["verdict"] for row in by_requirement(records[:1], catalogue)}
+    assert rows == {"SENDER-1": "passed", "RFC-4": "not covered", "RFC-12": "failed"}
