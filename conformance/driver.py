@@ -50,11 +50,22 @@ def tls_context(ca_file: str | None, system: bool, insecure: bool) -> ssl.SSLCon
     return ssl.create_default_context()
 
 
-def tls_failure(exc: BaseException, server_name: str, timeout: float) -> str:
-    """What went wrong in a TLS handshake, in words that say where to look."""
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+NAME_MISMATCH = (62, 64)
+
+
+def tls_failure(
+    exc: BaseException, server_name: str, timeout: float, names: list[str] | None = None
+) -> str:
+    """What went wrong in a TLS handshake, in words that say where to look; ``names``: the
+    names the certificate carries, when they could be read."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = (exc.verify_message or str(exc)).rstrip(".")
-        return f"TLS handshake: certificate verify failed: {detail} (expected name {server_name})"
+        detail = (exc.verify_message or str(exc)).split(",")[0].rstrip(".")
+        carried = f"certificate names {', '.join(names)}; " if names else ""
+        return (
+            f"TLS handshake: certificate verify failed: {detail} "
+            f"({carried}the profile expects {server_name})"
+        )
     if isinstance(exc, TimeoutError):
         return f"TLS handshake: no answer within {timeout:g}s"
     if isinstance(exc, Closed | ConnectionError | EOFError) or (
@@ -341,11 +352,46 @@ class Driver:
             await conn.start_tls(self._make_tls(), self.server_name, self.timeout)
         except (TimeoutError, ssl.SSLError, Closed, OSError, EOFError) as exc:
             self.abort()
-            raise self._fail(tls_failure(exc, self.server_name, self.timeout)) from None
+            names = None
+            if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in NAME_MISMATCH:
+                names = await self._certificate_names()
+            raise self._fail(tls_failure(exc, self.server_name, self.timeout, names)) from None
         self.tls = True
         self.extensions = None
         self.transcript.event(f"TLS established ({conn.tls_version or 'TLS'})")
         return reply
+
+    async def _certificate_names(self) -> list[str] | None:
+        """The names the server's certificate carries, for the message of a name mismatch.
+
+        OpenSSL does not hand out a certificate it refused, so a second session asks for it:
+        the chain is still verified against the profile's trust, only the name is not checked;
+        nothing but EHLO, STARTTLS and QUIT is sent on it, and no key ever."""
+        trusted = self._make_tls().get_ca_certs(binary_form=True)
+        if not trusted:
+            return None
+        context = ssl.create_default_context(cadata=b"".join(trusted))
+        context.check_hostname = False
+        conn: Connection | None = None
+        try:
+            conn = await Connection.open(self.host, self.port, self.timeout)
+            await conn.next_reply(self.timeout)
+            conn.write(b"EHLO conformance.invalid\r\n")
+            await conn.next_reply(self.timeout)
+            conn.write(b"STARTTLS\r\n")
+            if (await conn.next_reply(self.timeout)).code != 220:
+                return None
+            conn.reader.clear()
+            await conn.start_tls(context, self.server_name, self.timeout)
+            names = conn.certificate_names()
+            conn.write(b"QUIT\r\n")
+            return names
+        except (TimeoutError, ssl.SSLError, Closed, OSError, EOFError, FramingError):
+            return None
+        finally:
+            if conn is not None:
+                conn.abort()
+                self._closing.append(conn)
 
     async def data(self, message: bytes, verbatim: bool = False) -> tuple[Reply, Reply | None]:
         """DATA, then the message when the reply is 354; the final reply to the end of data.

@@ -65,6 +65,18 @@ class Failure:
     transcript_at: int  # index into the transcript entries
     requirement: str | None = None  # a wire rule's own id (RFC-9...); None: the scenario's
 
+    def __post_init__(self) -> None:
+        # A problem quotes what the server said; however much that was, a report shows a
+        # bounded part of it (the transcript has each line, capped too).
+        capped = tuple(
+            p if len(p) <= PROBLEM_CAP else f"{p[:PROBLEM_CAP]}... [{len(p)} characters in all]"
+            for p in self.problems
+        )
+        object.__setattr__(self, "problems", capped)
+
+
+PROBLEM_CAP = 1024
+
 
 @dataclass(frozen=True)
 class StepRecord:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .evidence import shown
+from .evidence import escape, shown
 from .model import Level
 from .reply import Reply, Violation
 
@@ -167,7 +167,7 @@ def parse_reply(raw_lines: list[bytes]) -> Reply:
                     raw[:1024],
                 )
             )
-            texts.append(content.decode("utf-8", "backslashreplace"))
+            texts.append(escape(content.decode("utf-8", "backslashreplace")))
             continue
         if not crlf:
             violations.append(
@@ -221,7 +221,8 @@ def parse_reply(raw_lines: list[bytes]) -> Reply:
                     raw[:1024],
                 )
             )
-        texts.append(text)
+        # Control bytes never reach a matcher's message or a report as they are.
+        texts.append(escape(text))
     if reply_code is None:
         # Not a reply at all: code 0 keeps it a value every matcher can refuse.
         return Reply(0, (texts[0],), raw=first, violations=tuple(violations))

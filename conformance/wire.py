@@ -109,6 +109,17 @@ class Connection:
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         return ssl_object.version() if isinstance(ssl_object, ssl.SSLObject) else None
 
+    def certificate_names(self) -> list[str]:
+        """The DNS names and IP addresses of the server's certificate (verified sessions)."""
+        transport = self._protocol.transport
+        cert = transport.get_extra_info("peercert") if transport is not None else None
+        if not isinstance(cert, dict):
+            return []
+        names = [
+            value for kind, value in cert.get("subjectAltName", ()) if kind in ("DNS", "IP Address")
+        ]
+        return [str(n) for n in names]
+
     def write(self, data: bytes) -> None:
         transport = self._protocol.transport
         if transport is None or transport.is_closing() or self._protocol.lost:

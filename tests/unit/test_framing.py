@@ -174,3 +174,18 @@ def test_reporting_wire_breach_is_charged_to_its_rule_unless_the_scenario_names_
     assert rows == {"SENDER-1": "passed", "RFC-4": "failed", "RFC-12": "failed"}
     rows = {row["id"]: row["verdict"] for row in by_requirement(records[:1], catalogue)}
     assert rows == {"SENDER-1": "passed", "RFC-4": "not covered", "RFC-12": "failed"}
+
+
+def test_framing_reply_text_has_control_bytes_escaped() -> None:
+    [reply] = replies(b"250-SIZE 10\x1b[31m\r\n250 \x00HELP\r\n")
+    assert reply.lines == ("SIZE 10\\x1b[31m", "\\x00HELP")
+    assert "\x1b" not in str(reply) and "\x00" not in str(reply)
+
+
+def test_engine_failure_problems_are_capped() -> None:
+    from conformance.engine import PROBLEM_CAP, Failure
+
+    failure = Failure("EHLO x", "f:1:1", Level.MUST, ("y" * 5000, "short"), 0)
+    assert failure.problems[1] == "short"
+    assert len(failure.problems[0]) < PROBLEM_CAP + 40
+    assert failure.problems[0].endswith("[5000 characters in all]")
