@@ -52,7 +52,7 @@ from .model import (
     fails_run,
 )
 from .reply import Reply
-from .steps import REGISTRY, Context, NotVerified, PreconditionFailed
+from .steps import REGISTRY, Context, NotVerified, PreconditionFailed, no_tls_offered
 from .transcript import Redactor, Transcript
 
 
@@ -108,6 +108,11 @@ class Outcome:
     steps_run: list[StepRecord] = field(default_factory=list)
     blocked_by: str | None = None
     level: Level | None = None  # None: the scenario's level
+    # A failed run of a scenario naming several requirements, whose failure belongs to one of
+    # them (the ids= check of a submission scenario naming TLS-1 and IDS-1): only that one
+    # failed; the others passed if the failure was at the last step, else were blocked.
+    charged_to: str | None = None
+    unfinished: bool = False
 
     @property
     def judged_level(self) -> Level:
@@ -392,7 +397,9 @@ async def _run_step(
         or PRECONDITION_OF.get(s.kind) in scenario.requirements
         or scenario.destructive
     )
-    temporary = (reply is not None and reply.reply_class == 4) or (
+    # A refused STARTTLS that the EHLO never offered is no transient (steps.no_tls_offered).
+    standing = s.kind == "starttls" and no_tls_offered(ctx, reply)
+    temporary = (reply is not None and reply.reply_class == 4 and not standing) or (
         reply is None and dropped and not under_test
     )
     if temporary and not scenario.destructive and not must.allows_temporary:
@@ -442,6 +449,9 @@ async def _run_step(
         problems = tuple(text for _, text in checks)
         outcome.failures.append(Failure(label, location, level, problems, at))
         outcome.steps_run.append(_record(ctx, s, at, observation, "failed"))
+        owners = {_owner(check, s, scenario) for check, _ in checks}
+        if len(owners) == 1:
+            _charge(outcome, scenario, s, owners.pop())
         raise _Stop()
     if s.expect.should is not None:
         should = judge(_resolved(ctx, s.expect.should, must=False), observation)
@@ -473,6 +483,26 @@ def _wire_failures(
         (outcome.failures if level is Level.MUST else outcome.should_failures).append(failure)
 
 
+def _owner(check: str, s: Step, scenario: Scenario) -> str | None:
+    """The requirement a failed check belongs to, when it is not the scenario's behaviour as a
+    whole: an incidental check's, or the requirement an unannotated step serves."""
+    if check in INCIDENTAL:
+        return INCIDENTAL[check][0]
+    if not s.expect.explicit:
+        return PRECONDITION_OF.get(s.kind)
+    return None
+
+
+def _charge(outcome: Outcome, scenario: Scenario, s: Step, requirement: str | None) -> None:
+    """Charge a failure to one of the scenario's several requirements (``Outcome.charged_to``)."""
+    if requirement is None or len(scenario.requirements) < 2:
+        return
+    if requirement not in scenario.requirements:
+        return
+    outcome.charged_to = requirement
+    outcome.unfinished = not scenario.steps or s is not scenario.steps[-1]
+
+
 def _incidental(check: str, scenario: Scenario) -> bool:
     """Whether a failed check belongs to a requirement other than the scenario's own."""
     owner = INCIDENTAL.get(check)
@@ -498,6 +528,7 @@ def _precondition(
     outcome.failures.append(failure)
     if requirement in scenario.requirements or scenario.destructive:
         outcome.steps_run.append(_record(ctx, s, at, observation, "failed", reason))
+        _charge(outcome, scenario, s, requirement)
         raise _Stop()
     outcome.steps_run.append(_record(ctx, s, at, observation, "blocked", reason))
     raise _Blocked(requirement, Level.MUST, f"{reason} (at step '{step_label(ctx, s, at)}')")

@@ -237,7 +237,9 @@ class ScenarioItem(pytest.Item):
                 note = (
                     f"stale deviation: passes now, remove it from the profile ({deviation.reason})"
                 )
-            elif outcome.verdict is Verdict.FAILED:
+            elif outcome.verdict in (Verdict.FAILED, Verdict.BLOCKED):
+                # Blocked too: a deviation of the requirement charged (no ids= at all, say)
+                # stops scenarios that only check it in passing.
                 note = f"known deviation until {deviation.expires}: {deviation.reason}"
         self.user_properties.append((RECORD_KEY, json.dumps(record(outcome, note, strict))))
         self.user_properties.append(("verdict", outcome.verdict.value))
@@ -248,7 +250,7 @@ class ScenarioItem(pytest.Item):
         _allure(self, outcome)
         if outcome.verdict is Verdict.NOT_VERIFIED:
             pytest.skip(f"not verified: {outcome.reason}")
-        if outcome.verdict is Verdict.FAILED and note is not None and note.startswith("known"):
+        if note is not None and note.startswith("known"):
             pytest.skip(note)
         if outcome.fails_run(strict):
             raise ScenarioFailed(_failure_text(outcome, self.config.stash.get(_REQUIREMENTS, {})))

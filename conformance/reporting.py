@@ -53,6 +53,8 @@ def record(outcome: Outcome, deviation: str | None = None, strict: bool = False)
         "verdict": outcome.verdict.value,
         "judged_level": outcome.judged_level.value,
         "blocked_by": outcome.blocked_by,
+        "charged_to": outcome.charged_to,
+        "unfinished": outcome.unfinished,
         "fails_run": outcome.fails_run(strict),
         "reason": redact(outcome.reason),
         "deviation": deviation,
@@ -93,7 +95,7 @@ def by_requirement(
         # A breach of a wire rule (RFC-9...) fails that rule in whichever scenario it happened.
         wire = [r for r in records if _names(r, rid)]
         verdicts = (
-            [_own_verdict(r) for r in own]
+            [_own_verdict(r, rid) for r in own]
             + [Verdict.FAILED for _ in blocking]
             + [Verdict.FAILED for _ in wire]
         )
@@ -129,11 +131,16 @@ def _names(record: dict[str, Any], rid: str) -> bool:
     return any(f.get("requirement") == rid for f in record["failures"] + record["should_failures"])
 
 
-def _own_verdict(record: dict[str, Any]) -> Verdict:
-    """A record's verdict for its own requirements: a run that failed only by breaches of wire
-    rules it does not name (each charged to its rule) passed as far as they go. A scenario
-    that names the rule (the smuggling scenarios name RFC-12: a smuggled command's reply is a
-    reply too many) owns its breaches."""
+def _own_verdict(record: dict[str, Any], rid: str) -> Verdict:
+    """A record's verdict for one of its own requirements. A run that failed only by breaches
+    of wire rules it does not name (each charged to its rule) passed as far as they go; a
+    scenario that names the rule (the smuggling scenarios name RFC-12: a smuggled command's
+    reply is a reply too many) owns its breaches. A failure charged to another of the
+    scenario's requirements (``charged_to``) leaves this one passed when it came at the last
+    step, blocked when steps were left."""
+    charged = record.get("charged_to")
+    if record["verdict"] == Verdict.FAILED.value and charged and charged != rid:
+        return Verdict.BLOCKED if record.get("unfinished", True) else Verdict.PASSED
     found = record["failures"] + record["should_failures"]
     elsewhere = [f for f in found if f.get("requirement") not in (None, *record["requirements"])]
     if record["verdict"] == Verdict.FAILED.value and found and len(elsewhere) == len(found):

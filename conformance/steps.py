@@ -64,6 +64,8 @@ class Context:
     recipients: list[str] = field(default_factory=list)  # accepted in this transaction
     seen_ids: set[str] = field(default_factory=set)
     last_message_id: str | None = None
+    # Whether the last plaintext EHLO advertised STARTTLS (None: none answered yet).
+    starttls_offered: bool | None = None
     run_step: Callable[[Step], Awaitable[None]] | None = None
     # Judge a step whose traffic already happened (a pipelined group's): the observation, or
     # the transport failure that stood in for its reply.
@@ -174,7 +176,29 @@ async def _hello(ctx: Context, s: Step) -> Observation:
     ctx.recipients.clear()
     reply = await ctx.driver.command(f"{s.kind.upper()} {ctx.resolve(s.args)}")
     ctx.learn(reply)
+    _note_hello(ctx, s.kind, reply)
     return _observe(ctx, reply)
+
+
+def _note_hello(ctx: Context, kind: str, reply: Reply) -> None:
+    # Only the plaintext EHLO counts: after TLS a server must not offer STARTTLS again.
+    if kind == "ehlo" and reply.code == 250 and not ctx.driver.tls:
+        ctx.starttls_offered = "STARTTLS" in reply.extensions()
+
+
+def no_tls_offered(ctx: Context, reply: Reply | None) -> bool:
+    """A refused STARTTLS on a session whose EHLO never advertised it.
+
+    RFC 3207 §4 gives 454 for "TLS not available due to temporary reason", but a server that
+    does not advertise STARTTLS (§4: a server MUST NOT offer it unless it can) offers no TLS at
+    all: its 4xx is a standing refusal, not a transient one, and fails TLS-1.
+    """
+    return (
+        reply is not None
+        and reply.reply_class != 2
+        and not ctx.driver.tls
+        and ctx.starttls_offered is False
+    )
 
 
 @step("starttls")
@@ -270,6 +294,7 @@ async def _login(ctx: Context, s: Step) -> Observation:
             if action == "ehlo":
                 reply = await ctx.driver.command(hello)
                 ctx.learn(reply)
+                _note_hello(ctx, "ehlo", reply)
             elif not ctx.driver.tls:
                 reply = await ctx.driver.starttls()
             else:
@@ -284,6 +309,14 @@ async def _login(ctx: Context, s: Step) -> Observation:
                 temporary=exc.dropped,
             ) from None
         requirement = _LOGIN_STAGE[action]
+        if action == "starttls" and no_tls_offered(ctx, reply):
+            # Not the target's load or a block: it has no TLS to offer (a block scenario
+            # included, which could otherwise take this refusal for the block).
+            raise PreconditionFailed(
+                requirement,
+                f"login: the target offers no STARTTLS (its EHLO did not advertise it) and "
+                f"answered STARTTLS with {reply}; AUTH was not tried",
+            )
         if reply.code == 421 and ctx.destructive:
             # The auth-failure block refuses the session early (421 at EHLO): that refusal is
             # what a block scenario judges. Any other refusal before AUTH is no block.

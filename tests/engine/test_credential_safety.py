@@ -191,6 +191,20 @@ def test_safety_login_refuses_auth_when_starttls_answered_250_without_tls(
     assert not any(line.upper().startswith(b"AUTH") for line in recorder.lines)
 
 
+def test_safety_starttls_454_in_login_is_inconclusive(tmp_path: Path) -> None:
+    """A 454 (TLS not available now) is the target's transient trouble, not a verdict on AUTH."""
+    recorder = Recorder("454 4.7.0 TLS not available due to temporary reason")
+    with recorder.running():
+        outcome = asyncio.run(
+            run_scenario(
+                catalogue()["auth/send-only-key-plain"], _profile(recorder, tmp_path), "submission"
+            )
+        )
+    assert outcome.verdict is Verdict.INCONCLUSIVE, outcome.summary()
+    assert "STARTTLS answered 454 4.7.0" in outcome.reason
+    assert not any(line.upper().startswith(b"AUTH") for line in recorder.lines)
+
+
 def test_safety_decoy_has_the_shape_of_the_key_and_changes_per_run() -> None:
     key = KEYS["send_only"]
     first, again, other = (

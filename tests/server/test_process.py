@@ -1,5 +1,5 @@
-"""Points 7, 10 and interop: the server as a process (its CLI, SIGTERM, kill -9 during a
-burst), and real clients: swaks, curl and Python's smtplib."""
+"""Points 7 and 10: the server as a process (its CLI, SIGTERM, kill -9 during a burst). Real
+clients (swaks, curl, msmtp, smtplib) are in tests/interop/."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import smtplib
 import ssl
@@ -22,6 +21,7 @@ import yaml
 
 from reference_server.spool import read_events
 
+from ..interop.conftest import require
 from ..support import KEYS, VERIFIED, message, plain_auth, raw_config, read_reply
 from .test_message import ID
 
@@ -99,88 +99,9 @@ def _smtplib_submit(port: int, ca: str, body: str) -> tuple[int, bytes]:
         return smtp.data(message(body=body))
 
 
-def test_interop_python_smtplib(process: Process) -> None:
-    code, reply = _smtplib_submit(process.port, process.info["ca"], "Hello from smtplib.\r\n")
-    assert code == 250 and re.fullmatch(rb"2\.0\.0 OK ids=" + ID.encode(), reply)
-
-
 def _require(tool: str) -> str:
-    found = shutil.which(tool)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is required in CI (.ci/run installs it)")
-        pytest.skip(f"{tool} is not installed here; CI installs it")
-    return found
-
-
-def test_interop_swaks(process: Process) -> None:
-    swaks = _require("swaks")
-    done = subprocess.run(
-        [
-            swaks,
-            "--server",
-            "127.0.0.1",
-            "--port",
-            str(process.port),
-            "--tls",
-            "--tls-verify",
-            "--tls-ca-path",
-            process.info["ca"],
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "anypost",
-            "--auth-password",
-            KEYS["send_only"],
-            "--from",
-            f"probe@{VERIFIED}",
-            "--to",
-            "a@sink.test",
-            "--header",
-            "Subject: Hello from Anypost",
-            "--body",
-            "It worked.",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert re.search(r"<~\s+250 2\.0\.0 OK ids=" + ID, done.stdout), done.stdout
-
-
-def test_interop_curl(process: Process, tmp_path: Path) -> None:
-    curl = _require("curl")
-    mail = tmp_path / "mail.eml"
-    mail.write_bytes(message(body="Hello from curl.\r\n"))
-    done = subprocess.run(
-        [
-            curl,
-            "--silent",
-            "--show-error",
-            "--verbose",
-            "--ssl-reqd",
-            "--cacert",
-            process.info["ca"],
-            "--url",
-            f"smtp://localhost:{process.port}",
-            "--user",
-            f"anypost:{KEYS['send_only']}",
-            "--mail-from",
-            f"probe@{VERIFIED}",
-            "--mail-rcpt",
-            "a@sink.test",
-            "--upload-file",
-            str(mail),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert re.search(r"< 250 2\.0\.0 OK ids=" + ID, done.stderr), done.stderr
+    """A real tool for the tests here; missing, it fails the test (tests/interop/conftest.py)."""
+    return require(tool)
 
 
 def test_crash_kill_9_loses_no_accepted_message(tmp_path: Path) -> None:
