@@ -50,6 +50,35 @@ class TargetBudget:
         self.cooldown = cooldown or 0.0
         self.messages = messages
         self.run_id = run_id or os.environ.get("ANYPOST_CONFORMANCE_RUN", "local")
+        self.who = ""  # the scenario and port waiting, for the console's notice
+
+    # Waits are announced in the state file so the console (in the controller, whatever
+    # worker waits) can say why the run is quiet and for how long.
+    def _announce(self, until: float, why: str) -> None:
+        with self._state() as state:
+            waits = state.setdefault("waits", {})
+            waits[f"{os.getpid()}"] = {"until": until, "why": why, "who": self.who}
+
+    def _announced(self) -> None:
+        with self._state() as state:
+            state.setdefault("waits", {}).pop(f"{os.getpid()}", None)
+
+    def waits(self) -> list[dict[str, Any]]:
+        """The waits under way now, each with ``until`` (epoch seconds), ``why`` and ``who``."""
+        now = time.time()
+        with self._state(write=False) as state:
+            found = state.get("waits", {}).values()
+            return [w for w in found if isinstance(w, dict) and w.get("until", 0) > now]
+
+    async def _sleep(self, delay: float, why: str) -> None:
+        if delay < 1.0:  # not worth a line on the console
+            await asyncio.sleep(delay)
+            return
+        self._announce(time.time() + delay, why)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._announced()
 
     @contextlib.contextmanager
     def _state(self, write: bool = True) -> Iterator[dict[str, Any]]:
@@ -87,7 +116,7 @@ class TargetBudget:
                 delay = state["blocked_until"] - time.time()
             if delay <= 0:
                 return waited
-            await asyncio.sleep(delay + _MARGIN)
+            await self._sleep(delay + _MARGIN, "the target's auth-failure block to lift")
             waited += delay + _MARGIN
 
     async def before_failing_login(self) -> float:
@@ -110,7 +139,12 @@ class TargetBudget:
                     state["failures"].append(now)
                     return now
                 delay = state["failures"][0] + self.cooldown - now + _MARGIN
-            await asyncio.sleep(max(delay, 0.05))
+                held = len(state["failures"])
+            await self._sleep(
+                max(delay, 0.05),
+                f"the auth-failure budget: {held} failed login(s) within the "
+                f"{self.cooldown:g}s cooldown, the target blocks at {self.threshold}",
+            )
 
     def release(self, reservation: float) -> None:
         """The reserved login was refused before credentials were judged: it does not count."""

@@ -41,7 +41,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_config(workdir: Path, sink_port: int) -> dict[str, object]:
+def server_config(
+    workdir: Path, sink_port: int, threshold: int = THRESHOLD, cooldown: float = COOLDOWN
+) -> dict[str, object]:
     return {
         "relay": {"host": "127.0.0.1", "port": sink_port},
         "hostname": "localhost",
@@ -51,8 +53,8 @@ def server_config(workdir: Path, sink_port: int) -> dict[str, object]:
         "limits": {
             "message_size": 5 * 1024 * 1024,
             "max_recipients": 100,
-            "auth_failure_threshold": THRESHOLD,
-            "auth_failure_cooldown": COOLDOWN,
+            "auth_failure_threshold": threshold,
+            "auth_failure_cooldown": cooldown,
             "idle_timeout": 60,
         },
         "teams": [
@@ -88,7 +90,13 @@ def server_config(workdir: Path, sink_port: int) -> dict[str, object]:
     }
 
 
-def profile(ports: list[int], ca: str, sink_port: int) -> dict[str, object]:
+def profile(
+    ports: list[int],
+    ca: str,
+    sink_port: int,
+    threshold: int = THRESHOLD,
+    cooldown: float = COOLDOWN,
+) -> dict[str, object]:
     return {
         "schema_version": 1,
         "name": "bundled reference server",
@@ -113,8 +121,8 @@ def profile(ports: list[int], ca: str, sink_port: int) -> dict[str, object]:
         "limits": {
             "message_size": 5 * 1024 * 1024,
             "max_recipients": 100,
-            "auth_failure_threshold": THRESHOLD,
-            "auth_failure_cooldown": COOLDOWN,
+            "auth_failure_threshold": threshold,
+            "auth_failure_cooldown": cooldown,
         },
         "budget": {"messages": 2000},
         # The server relays every accepted message to the harness's capture sink, so the
@@ -126,8 +134,18 @@ def profile(ports: list[int], ca: str, sink_port: int) -> dict[str, object]:
 
 
 class BundledTarget:
-    def __init__(self, workdir: Path, relay: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        relay: bool = True,
+        log: Path | None = None,
+        threshold: int = THRESHOLD,
+        cooldown: float = COOLDOWN,
+    ) -> None:
         self.relay = relay
+        self.threshold = threshold  # the auth-failure block (a benchmark sets a slower one)
+        self.cooldown = cooldown
+        self.log = log  # where the server's log goes (default: our stderr)
         self.workdir = workdir.resolve()
         self.env = {env: "ap_" + secrets.token_urlsafe(24) for env in KEY_ENV.values()}
         self.process: subprocess.Popen[str] | None = None
@@ -138,19 +156,27 @@ class BundledTarget:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "bundled-server.yaml"
         sink_port = free_port()
-        config = server_config(self.workdir, sink_port)
+        config = server_config(self.workdir, sink_port, self.threshold, self.cooldown)
         if not self.relay:
             # Nothing will listen on the sink port (a benchmark, say): do not relay at all.
             del config["relay"]
         config_path.write_text(yaml.safe_dump(config))
         env = {**os.environ, **self.env}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "reference_server", "--config", str(config_path)],
-            stdout=subprocess.PIPE,
-            stderr=None,
-            text=True,
-            env=env,
-        )
+        log = open(self.log, "a", encoding="utf-8") if self.log else None  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "reference_server", "--config", str(config_path)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+                # Its own process group: a Ctrl-C at the terminal stops the run, which still
+                # needs the server to end its sessions; stop() ends the server after.
+                process_group=0,
+            )
+        finally:
+            if log is not None:
+                log.close()
         line = self._first_line(timeout)
         try:
             info = json.loads(line)
@@ -161,7 +187,7 @@ class BundledTarget:
             raise TargetError(f"the bundled server did not start: {line!r} ({exc})") from None
         self.profile_path.write_text(
             yaml.safe_dump(
-                profile(ports, str(info["ca"]), sink_port),
+                profile(ports, str(info["ca"]), sink_port, self.threshold, self.cooldown),
                 sort_keys=False,
             )
         )

@@ -485,6 +485,26 @@ class Driver:
         self._conn = None
         self._owed = 0
 
+    def tls_details(self) -> dict[str, str]:
+        """The TLS session's version, cipher and the peer certificate's subject, for reports."""
+        ssl_object = self._conn.ssl_object if self._conn is not None and self.tls else None
+        if ssl_object is None:
+            return {}
+        cipher = ssl_object.cipher()
+        cert = ssl_object.getpeercert() or {}
+        rdns = cert.get("subject", ())
+        subject = ", ".join(
+            f"{pair[0]}={pair[1]}"
+            for rdn in (rdns if isinstance(rdns, tuple) else ())
+            for pair in rdn
+            if isinstance(pair, tuple) and len(pair) == 2
+        )
+        return {
+            "version": str(ssl_object.version() or ""),
+            "cipher": str(cipher[0]) if cipher else "",
+            "certificate_subject": subject or "(not verified: insecure, subject not read)",
+        }
+
 
 async def settle(protocol: Any, timeout: float = 1.0) -> None:
     """Let a closed connection finish closing (a TLS close is a round trip), so no socket is

@@ -238,6 +238,7 @@ async def run_scenario(
             )
             return outcome
     budget = budget_for(profile)
+    budget.who = f"{scenario.id} [{port}]"
     ca = str(profile.tls.ca_file) if profile.tls.ca_file else None
     driver = Driver(
         profile.host,

@@ -65,6 +65,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run although key variables of the profile are unset: what needs them is not "
         "verified, and the summary says how much",
     )
+    # -- issue 10: presentation -----------------------------------------------------------------
+    group.addoption(
+        "--conformance-console",
+        action="store_true",
+        help="a line per scenario and port, budget waits, and a table per requirement at the end",
+    )
+    group.addoption(
+        "--conformance-contract-url",
+        metavar="URL",
+        help="where the contract is published; Allure links each requirement to URL#ID",
+    )
+    group.addoption(
+        "--conformance-lanes",
+        action="store_true",
+        help="with -n: the scenarios that may fail a login run in one lane that starts first",
+    )
+    group.addoption(
+        "--conformance-repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each scenario N times and report its stability",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -87,9 +110,35 @@ def pytest_configure(config: pytest.Config) -> None:
         _RECORD_SINK.clear()  # one session's records (pytester may run several in a process)
         if profile.observer is not None and profile.observer["kind"] == "sink":
             _start_sink(config, profile.observer)
+        _presentation(config, profile)
+
+
+def _presentation(config: pytest.Config, profile: Profile) -> None:
+    """Issue 10: the console, SIGTERM as Ctrl-C, and what the reports say about the target."""
+    import signal
+    import threading
+
+    from .engine import budget_for
+    from .plugin_console import ConsoleReporter
+    from .probe import probe_target
+
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM stops the run as Ctrl-C does: sessions end with QUIT, reports are written.
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    if config.getoption("--conformance-report-dir"):
+        config.stash[_PROBE] = probe_target(profile)
+    if config.getoption("--conformance-console"):
+        reporter = ConsoleReporter(
+            config, _RECORD_SINK, lambda: config.stash.get(_REQUIREMENTS, {}), budget_for(profile)
+        )
+        config.pluginmanager.register(reporter, "anypost-console")
+        config.stash[_CONSOLE] = reporter
 
 
 _SINK = pytest.StashKey[Any]()
+_CONSOLE = pytest.StashKey[Any]()
+_PROBE = pytest.StashKey[dict[str, Any]]()
+_CATALOGUE = pytest.StashKey[dict[str, str]]()  # scenario file -> its scenario root
 
 
 def _start_sink(config: pytest.Config, observer: dict[str, str]) -> None:
@@ -113,6 +162,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sink = config.stash.get(_SINK, None)
     if sink is not None:
         sink.stop()
+    console = config.stash.get(_CONSOLE, None)
+    if console is not None:
+        console.stop()
 
 
 _PROFILE = pytest.StashKey["Profile"]()
@@ -176,6 +228,9 @@ class ScenarioFile(pytest.File):
             raise ScenarioFileError(str(exc)) from None
         known: dict[str, Requirement] = self.config.stash.get(_REQUIREMENTS, {})
         self.config.stash[_REQUIREMENTS] = {**known, **requirements}
+        # The catalogue's identity for the reports: each file and its scenario root.
+        catalogue: dict[str, str] = self.config.stash.setdefault(_CATALOGUE, {})
+        catalogue[str(self.path)] = str(find_requirements(self.path.parent).parent)
         profile = self.config.stash.get(_PROFILE, None)
         if profile is None:
             raise ScenarioFileError(
@@ -199,7 +254,17 @@ class ScenarioFile(pytest.File):
         return str(super().repr_failure(excinfo))
 
 
-class ScenarioFailed(Exception):
+class ScenarioFailed(AssertionError):
+    """The target did not do what the contract says: a failed test (red in Allure)."""
+
+    def __init__(self, text: str, headline: str = "") -> None:
+        super().__init__(headline or text)
+        self.text = text
+
+
+class HarnessError(Exception):
+    """The harness failed (the error verdict): a broken test in Allure, not the target's fault."""
+
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
@@ -218,15 +283,22 @@ class ScenarioItem(pytest.Item):
 
         profile = self.config.stash[_PROFILE]
         strict = bool(self.config.getoption("--conformance-strict"))
-        outcome = asyncio.run(
-            run_scenario(
-                self.scenario,
-                profile,
-                self.port,
-                include_destructive=bool(self.config.getoption("--include-destructive")),
-                strict=strict,
+        repeat = max(1, int(self.config.getoption("--conformance-repeat") or 1))
+        outcomes = [
+            asyncio.run(
+                run_scenario(
+                    self.scenario,
+                    profile,
+                    self.port,
+                    include_destructive=bool(self.config.getoption("--include-destructive")),
+                    strict=strict,
+                )
             )
-        )
+            for _ in range(repeat)
+        ]
+        verdicts = [o.verdict.value for o in outcomes]
+        # With --repeat, a run that did not pass is the one reported (a flaky pass is no pass).
+        outcome = next((o for o in outcomes if o.verdict is not Verdict.PASSED), outcomes[-1])
         deviation = profile.deviation_for(self.scenario.id)
         active = deviation is not None and deviation.expires >= date.today()
         note = None
@@ -241,19 +313,34 @@ class ScenarioItem(pytest.Item):
                 # Blocked too: a deviation of the requirement charged (no ids= at all, say)
                 # stops scenarios that only check it in passing.
                 note = f"known deviation until {deviation.expires}: {deviation.reason}"
-        self.user_properties.append((RECORD_KEY, json.dumps(record(outcome, note, strict))))
+        data = record(outcome, note, strict)
+        if repeat > 1:
+            data["repeat"] = verdicts
+        self.user_properties.append((RECORD_KEY, json.dumps(data)))
         self.user_properties.append(("verdict", outcome.verdict.value))
         if outcome.blocked_by:
             self.user_properties.append(("blocked_by", outcome.blocked_by))
         self.user_properties.append(("requirements", " ".join(self.scenario.requirements)))
         self.user_properties.append(("level", self.scenario.level.value))
-        _allure(self, outcome)
+        from .allure_report import attach
+        from .requirements import find_requirements
+
+        attach(
+            self.config,
+            outcome,
+            self.config.stash.get(_REQUIREMENTS, {}),
+            self.config.getoption("--conformance-contract-url"),
+            find_requirements(self.path.parent),
+        )
         if outcome.verdict is Verdict.NOT_VERIFIED:
             pytest.skip(f"not verified: {outcome.reason}")
         if note is not None and note.startswith("known"):
             pytest.skip(note)
+        text = _failure_text(outcome, self.config.stash.get(_REQUIREMENTS, {}))
+        if outcome.verdict is Verdict.ERROR:
+            raise HarnessError(text)
         if outcome.fails_run(strict):
-            raise ScenarioFailed(_failure_text(outcome, self.config.stash.get(_REQUIREMENTS, {})))
+            raise ScenarioFailed(text, _headline(outcome))
         if outcome.verdict is not Verdict.PASSED:
             # SHOULD level without --strict: shown (x), never a failure of the run.
             pytest.xfail(
@@ -262,12 +349,20 @@ class ScenarioItem(pytest.Item):
             )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, ScenarioFailed):
+        if isinstance(excinfo.value, (ScenarioFailed, HarnessError)):
             return excinfo.value.text
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.scenario.location.line - 1, f"{self.scenario.id} [{self.port}]"
+
+
+def _headline(outcome: Outcome) -> str:
+    """One line for Allure's message: the first failing step and its first problem."""
+    for failure in outcome.failures + outcome.should_failures:
+        problem = failure.problems[0] if failure.problems else ""
+        return f"{failure.level.value} step '{failure.step}' at {failure.location}: {problem}"
+    return f"{outcome.verdict.value}: {outcome.reason}"
 
 
 def _first_problem(outcome: Outcome) -> str:
@@ -304,40 +399,6 @@ def _failure_text(outcome: Outcome, requirements: dict[str, Requirement]) -> str
     return "\n".join(lines)
 
 
-def _allure(item: ScenarioItem, outcome: Outcome) -> None:
-    """Steps that read like the exchange, and the transcript, when allure-pytest is active."""
-    if not item.config.pluginmanager.hasplugin("allure_pytest"):
-        return
-    try:
-        import allure
-    except ImportError:
-        return
-    s = outcome.scenario
-    dynamic: Any = allure.dynamic  # allure-pytest ships no type information
-    dynamic.title(f"{s.title} [{outcome.port}]")
-    dynamic.severity(
-        allure.severity_level.CRITICAL if s.level.value == "MUST" else allure.severity_level.NORMAL
-    )
-    dynamic.feature(s.id.split("/")[0])
-    dynamic.story(s.id)
-    for rid in s.requirements:
-        dynamic.label("requirement", rid)
-    dynamic.tag(*s.tags, s.level.value)
-    for record in outcome.steps_run:
-        with allure.step(
-            f"{record.title} \u2192 {record.reply}"
-            + ("" if record.verdict == "ok" else f" ({record.verdict})")
-        ):
-            for line in record.lines:
-                with allure.step(line):
-                    pass
-    allure.attach(
-        outcome.transcript.render(),
-        name="SMTP transcript",
-        attachment_type=allure.attachment_type.TEXT,
-    )
-
-
 _EMPTY_SELECTION = pytest.StashKey[str]()
 
 
@@ -366,7 +427,14 @@ def pytest_collection_modifyitems(
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     # Destructive scenarios last: they hold the target exclusively and leave it blocking us.
-    keep.sort(key=lambda i: isinstance(i, ScenarioItem) and i.scenario.destructive)
+    # With --conformance-lanes (what `anypost-conformance run -n N` uses), the scenarios that
+    # spend the auth-failure budget come first: their lane starts first (issue 10).
+    from .schedule import order_key
+
+    parallel = bool(config.getoption("--conformance-lanes"))
+    keep.sort(
+        key=lambda i: order_key(i.scenario, parallel) if isinstance(i, ScenarioItem) else (0, 1)
+    )
     items[:] = keep
 
 
@@ -410,6 +478,18 @@ def _empty_selection(
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
     reason = config.stash.get(_EMPTY_SELECTION, "")
     return [reason] if reason else []
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--conformance-lanes: one pytest-xdist worker runs the budget lane (conformance.schedule)
+    while the others run the rest. xdist's own ``loadgroup`` cannot do it under pytest 9 (it
+    renames items through an attribute pytest 9 no longer reads), so the lanes are ours."""
+    if not config.getoption("--conformance-lanes"):
+        return None
+    from .lanes import LaneScheduling
+
+    return LaneScheduling(config, log)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -458,7 +538,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "insecure": profile.tls.insecure,
         "profile": profile.file,
     }
-    write_reports(Path(folder), list(_RECORD_SINK), config.stash.get(_REQUIREMENTS, {}), target)
+    target["probe"] = config.stash.get(_PROBE, {})
+    write_reports(
+        Path(folder),
+        list(_RECORD_SINK),
+        config.stash.get(_REQUIREMENTS, {}),
+        target,
+        run=_run_facts(config, exitstatus),
+    )
+
+
+def _run_facts(config: pytest.Config, exitstatus: int) -> dict[str, Any]:
+    """What the report says about the run itself: interrupted or not, and which catalogue."""
+    from .listing import catalogue_digest
+
+    files: dict[str, str] = config.stash.get(_CATALOGUE, {})
+    roots = sorted(set(files.values()))
+    return {
+        "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
+        "strict": bool(config.getoption("--conformance-strict")),
+        "catalogue": {"files": len(files), "sha256": catalogue_digest(files)},
+        "scenario_root": roots[0] if len(roots) == 1 else "",
+    }
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -6,7 +6,6 @@ Every text in them went through the transcript's redactor before it got here.
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from collections.abc import Iterable
@@ -162,6 +161,7 @@ def write_reports(
     records: list[dict[str, Any]],
     requirements: dict[str, Requirement],
     target: dict[str, Any],
+    run: dict[str, Any] | None = None,
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     records = sorted(records, key=lambda r: (r["scenario"], r["port"]))
@@ -177,87 +177,12 @@ def write_reports(
         "requirements": by_requirement(records, requirements),
         "scenarios": records,
     }
+    if run is not None:
+        document["run"] = run
     (folder / "conformance.json").write_text(json.dumps(document, indent=2) + "\n")
+    # Issue 10: the documents people read are rendered in their own modules.
+    from .report_html import to_html
+    from .report_md import markdown
+
     (folder / "conformance.md").write_text(markdown(document))
     (folder / "conformance.html").write_text(to_html(document))
-
-
-def markdown(doc: dict[str, Any]) -> str:
-    out = [
-        "# Anypost SMTP conformance report",
-        "",
-        f"Target: {doc['target'].get('name', '?')} ({doc['target'].get('host', '?')})"
-        + (
-            "  **TLS certificate NOT verified (insecure)**" if doc["target"].get("insecure") else ""
-        ),
-        f"Harness: anypost-conformance {doc['harness']['version']}, {doc['generated_at']}",
-        "",
-        "Summary: " + ", ".join(f"{n} {v}" for v, n in sorted(doc["summary"].items())),
-        "",
-        "## Requirements",
-        "",
-        "| id | level | verdict | requirement |",
-        "|---|---|---|---|",
-    ]
-    for row in doc["requirements"]:
-        text = row["text"].replace("|", "\\|")
-        out.append(f"| {row['id']} | {row['level']} | {row['verdict']} | {text} |")
-    failing = [r for r in doc["scenarios"] if r["verdict"] not in ("passed", "not verified")]
-    warned = [r for r in doc["scenarios"] if r["verdict"] == "passed" and r["should_failures"]]
-    for title, group in (("Failures", failing), ("SHOULD warnings", warned)):
-        if not group:
-            continue
-        out += ["", f"## {title}", ""]
-        for r in group:
-            out.append(f"### {r['scenario']} [{r['port']}]: {r['verdict']}")
-            out.append("")
-            out.append(
-                f"{r['title']} ({r['level']}; {', '.join(r['requirements'])}; {r['location']})"
-            )
-            if r["reason"]:
-                out.append(f"\nReason: {r['reason']}")
-            for f in r["failures"] + r["should_failures"]:
-                out.append(f"\n{f['level']} step `{f['step']}` ({f['location']}):")
-                out += [f"- {p}" for p in f["problems"]]
-            out += ["", "```", r["transcript"], "```"]
-    deviations = [r for r in doc["scenarios"] if r["deviation"]]
-    if deviations:
-        out += ["", "## Deviations declared by the profile", ""]
-        out += [
-            f"- {r['scenario']} [{r['port']}] ({r['verdict']}): {r['deviation']}"
-            for r in deviations
-        ]
-    not_verified = [r for r in doc["scenarios"] if r["verdict"] == "not verified"]
-    if not_verified:
-        out += ["", "## Not verified", ""]
-        out += [f"- {r['scenario']} [{r['port']}]: {r['reason']}" for r in not_verified]
-    return "\n".join(out) + "\n"
-
-
-def to_html(doc: dict[str, Any]) -> str:
-    esc = html.escape
-    rows = "".join(
-        f"<tr class='{esc(r['verdict'].replace(' ', '-'))}'><td>{esc(r['id'])}</td><td>{esc(r['level'])}</td>"
-        f"<td>{esc(r['verdict'])}</td><td>{esc(r['text'])}</td></tr>"
-        for r in doc["requirements"]
-    )
-    details = "".join(
-        f"<details><summary>{esc(r['scenario'])} [{esc(r['port'])}]: {esc(r['verdict'])}</summary>"
-        f"<p>{esc(r['title'])}</p>"
-        + "".join(
-            f"<p>{esc(f['level'])} step <code>{esc(f['step'])}</code>: "
-            + "; ".join(esc(p) for p in f["problems"])
-            + "</p>"
-            for f in r["failures"] + r["should_failures"]
-        )
-        + f"<pre>{esc(r['transcript'])}</pre></details>"
-        for r in doc["scenarios"]
-    )
-    return (
-        "<!doctype html><meta charset='utf-8'><title>Anypost SMTP conformance</title>"
-        "<style>body{font-family:sans-serif}td{padding:2px 8px}.failed{background:#fdd}"
-        ".passed{background:#dfd}pre{background:#f4f4f4;padding:8px}</style>"
-        f"<h1>Anypost SMTP conformance report</h1><p>{esc(json.dumps(doc['summary']))}</p>"
-        f"<table><tr><th>id</th><th>level</th><th>verdict</th><th>requirement</th></tr>{rows}</table>"
-        f"<h2>Scenarios</h2>{details}"
-    )

@@ -207,6 +207,11 @@ async def _starttls(ctx: Context, s: Step) -> Observation:
     return _observe(ctx, await ctx.driver.starttls(inject))
 
 
+def expects_failed_login(s: Step) -> bool:
+    """Whether an auth or login step may fail a login (and so spends the auth-failure budget)."""
+    return _expects_failure(s, dict(s.args))
+
+
 def _expects_failure(s: Step, args: dict[str, Any]) -> bool:
     role = args.get("key")
     plain = role in GOOD_ROLES and not any(

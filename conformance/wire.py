@@ -104,6 +104,13 @@ class Connection:
         return transport is not None and not transport.is_closing() and not self._protocol.lost
 
     @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS session, for reports (cipher, peer certificate); None before STARTTLS."""
+        transport = self._protocol.transport
+        found = transport.get_extra_info("ssl_object") if transport is not None else None
+        return found if isinstance(found, ssl.SSLObject) else None
+
+    @property
     def tls_version(self) -> str | None:
         transport = self._protocol.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
