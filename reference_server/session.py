@@ -179,9 +179,21 @@ class AnypostSMTP(SMTP):
         # reads and writes: that is the disconnect too, not a fault of the server.
         if gone or isinstance(error, _CLIENT_FAULTS):
             log.info("%s: TLS or connection failure: %s", peer, type(error).__name__)
+            if gone and not isinstance(error, TLSSetupException):
+                # aiosmtpd's loop runs while ``transport`` is set, and every read of a closing
+                # TLS transport fails again: end the session (and its sockets) here.
+                self._end_session()
             return str(replies.TLS_FAILED)
         log.error("%s: unexpected error in the SMTP session", peer, exc_info=error)
         return str(replies.INTERNAL_ERROR)
+
+    def _end_session(self) -> None:
+        for transport in (self.transport, getattr(self, "_original_transport", None)):
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+        task = self._handler_coroutine
+        if task is not None and not task.done():
+            task.cancel()  # its next await raises CancelledError, which aiosmtpd lets end it
 
     async def smtp_AUTH(self, arg: str) -> None:
         # RFC 4954 §8: mechanism names are case-insensitive; aiosmtpd matches them as sent.
