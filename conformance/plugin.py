@@ -551,8 +551,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _run_facts(config: pytest.Config, exitstatus: int) -> dict[str, Any]:
     """What the report says about the run itself: interrupted or not, and which catalogue."""
     from .listing import catalogue_digest
+    from .requirements import find_requirements
 
-    files: dict[str, str] = config.stash.get(_CATALOGUE, {})
+    collected: dict[str, str] = config.stash.get(_CATALOGUE, {})
+    files = dict(collected)
+    if not files:  # under pytest-xdist the controller collects nothing: the files that ran
+        for r in _RECORD_SINK:
+            name = Path(str(r["location"]).rsplit(":", 2)[0])
+            if name.is_file():
+                files[str(name)] = str(find_requirements(name.parent).parent)
     roots = sorted(set(files.values()))
     return {
         "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
