@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trustme
@@ -31,6 +31,8 @@ class Behaviour:
     lenient_end_of_data: bool = False  # <LF>.<LF> ends DATA; the rest runs as commands
     delay: float = 0.0  # seconds before each reply after a lenient end of data
     pipelining: bool = True
+    writes: list[int] = field(default_factory=list)  # filled in: replies per write
+    group: bool = False  # hold replies while more commands are buffered, then one write (Postfix)
 
 
 class _Session:
@@ -45,6 +47,9 @@ class _Session:
         self.pending = b""  # bytes pushed back (the smuggled commands)
         self.secure = False
         self.smuggled = False
+        self.held = b""  # replies held back to go out with the next ones (``group``)
+        self.writes: list[int] = how.writes  # the number of replies in each write
+        self.in_held = 0
 
     async def line(self) -> bytes:
         while b"\n" not in self.pending:
@@ -58,8 +63,15 @@ class _Session:
     async def send(self, *lines: str) -> None:
         if self.smuggled and self.how.delay:
             await asyncio.sleep(self.how.delay)
-        data = b"".join(line.encode() + self.how.eol for line in lines)
-        self.writer.write(data * self.how.times)
+        data = b"".join(line.encode() + self.how.eol for line in lines) * self.how.times
+        if self.how.group and b"\n" in self.pending:
+            # RFC 2920 §3.1: a server may send the replies to a group together.
+            self.held += data
+            self.in_held += 1
+            return
+        self.writer.write(self.held + data)
+        self.writes.append(self.in_held + 1)
+        self.held, self.in_held = b"", 0
         await self.writer.drain()
 
     async def run(self) -> None:
