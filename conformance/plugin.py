@@ -537,6 +537,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "ports": profile.ports,
         "insecure": profile.tls.insecure,
         "profile": profile.file,
+        # Run with --allow-missing-keys: what needed these keys is "not verified".
+        "unset_key_variables": unset_key_variables(profile),
     }
     target["probe"] = config.stash.get(_PROBE, {})
     write_reports(
