@@ -126,7 +126,9 @@ def budget_catalogue(workers: str | None, tmp: Path, delay: float = 0.0) -> floa
             proxy.stop()
         target.stop()
     if done.returncode != 0:
-        raise SystemExit(f"budget run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise SystemExit(
+            f"budget run (-n {workers or 0}, delay {delay}s) failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return elapsed
 
 

@@ -152,6 +152,16 @@ class TargetBudget:
             if reservation in state["failures"]:
                 state["failures"].remove(reservation)
 
+    def confirm(self, reservation: float) -> None:
+        """The reserved login failed: count it from now, when its reply came, since the target
+        counted it at some moment between the reservation and the reply."""
+        now = time.time()
+        with self._state() as state:
+            if reservation in state["failures"]:
+                state["failures"].remove(reservation)
+            state["failures"].append(now)
+            state["failures"].sort()
+
     def record_failure(self) -> None:
         """A login failed that we did not expect to fail: count it all the same."""
         now = time.time()

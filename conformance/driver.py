@@ -146,11 +146,12 @@ class Driver:
             self.transcript.event(f"421 without a command ({when}): the server is closing")
             return
         self.transcript.event(f"an extra reply, {when}")
+        seen = shown(reply.raw.removesuffix(b"\r\n")) if reply.raw else str(reply)
         self._violation(
             Violation(
                 EXTRA_RULE,
                 Level.MUST,
-                f"a reply no command was waiting for, {when}: {shown(reply.raw or str(reply))}",
+                f"a reply no command was waiting for, {when}: {seen}",
                 reply.raw[:1024],
             )
         )

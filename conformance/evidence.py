@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 LINE_CAP = 1024  # characters of one line shown; the rest is counted, not shown
-BINARY_HEAD = 64  # octets of a binary line shown, in hex
+BINARY_HEAD = 32  # octets of a binary line shown, in hex (enough to tell TLS or a file type)
 # C0 controls but TAB, DEL, and C1 controls (a terminal reads some of these as escapes).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
@@ -34,7 +34,7 @@ def shown(data: bytes | str, cap: int = LINE_CAP) -> str:
     if len(head) >= 16 and len(text) > 2 * len(head):
         # Mostly not text (binary, or TLS spoken where SMTP was due): its first octets in hex
         # say more than a wall of escapes.
-        count = min(BINARY_HEAD, max(8, cap // 3))
+        count = min(BINARY_HEAD, max(8, cap // 4))
         more = "..." if len(raw) > count else ""
         return f"[binary, {len(raw)} octets: {raw[:count].hex(' ')}{more}]"
     if len(raw) > cap or len(text) > cap:

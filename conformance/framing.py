@@ -163,7 +163,7 @@ def parse_reply(raw_lines: list[bytes]) -> Reply:
                     SYNTAX_RULE,
                     Level.MUST,
                     f"not a reply line (a reply line starts with a three-digit code 2xx-5xx): "
-                    f"{shown(raw, 60)}",
+                    f"{shown(raw, 40)}",
                     raw[:1024],
                 )
             )

@@ -260,6 +260,26 @@ def _variable_path_problem(name: str) -> str | None:
     )
 
 
+def _level_problems(
+    scenario: Any, requirements: dict[str, Requirement], doc: Any, index: int, text: str
+) -> list[str]:
+    """A MUST scenario must check some MUST requirement: failing it fails the run, which only
+    a MUST of the contract or an RFC may do."""
+    named = [r for r in scenario.get("requirements") or [] if r in requirements]
+    if scenario.get("level") != "MUST" or not named:
+        return []
+    if any(requirements[r].level is Level.MUST for r in named):
+        return []
+    return [
+        _problem(
+            text,
+            locate(doc, ["scenarios", index, "level"]),
+            f"level MUST, but {', '.join(named)} {'is' if len(named) == 1 else 'are'} SHOULD: a "
+            "scenario is MUST only when it checks a MUST requirement; make it SHOULD",
+        )
+    ]
+
+
 def _policy_problems(policy: Any, doc: Any, index: int, text: str) -> list[str]:
     """A scenario's ``policy:`` names choices the profile schema declares, with their values."""
     if not isinstance(policy, dict):
@@ -352,6 +372,7 @@ def load_scenarios(
                 )
                 problems += _policy_problems(scenario.get("policy"), doc, i, text)
                 if requirements is not None:
+                    problems += _level_problems(scenario, requirements, doc, i, text)
                     for j, rid in enumerate(scenario.get("requirements") or []):
                         if isinstance(rid, str) and rid not in requirements:
                             problems.append(

@@ -143,7 +143,7 @@ def _presentation(config: pytest.Config, profile: Profile) -> None:
         config.stash[_PROBE] = probe_target(profile)
     if config.getoption("--conformance-console"):
         reporter = ConsoleReporter(
-            config, _RECORD_SINK, lambda: config.stash.get(_REQUIREMENTS, {}), budget_for(profile)
+            config, _RECORD_SINK, lambda: _run_requirements(config), budget_for(profile)
         )
         config.pluginmanager.register(reporter, "anypost-console")
         config.stash[_CONSOLE] = reporter
@@ -551,22 +551,46 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "ports": profile.ports,
         "insecure": profile.tls.insecure,
         "profile": profile.file,
+        # Run with --allow-missing-keys: what needed these keys is "not verified".
+        "unset_key_variables": unset_key_variables(profile),
     }
     target["probe"] = config.stash.get(_PROBE, {})
     write_reports(
         Path(folder),
         list(_RECORD_SINK),
-        config.stash.get(_REQUIREMENTS, {}),
+        _run_requirements(config),
         target,
         run=_run_facts(config, exitstatus),
     )
 
 
+def _run_requirements(config: pytest.Config) -> dict[str, Requirement]:
+    """The requirements of the run. Under pytest-xdist the controller collects nothing, so they
+    are read from the requirements.yaml of the scenario files that ran."""
+    known: dict[str, Requirement] = config.stash.get(_REQUIREMENTS, {})
+    if known or not _RECORD_SINK:
+        return known
+    from .requirements import find_requirements, load_requirements
+
+    found: dict[str, Requirement] = {}
+    for file in sorted({str(r["location"]).rsplit(":", 2)[0] for r in _RECORD_SINK}):
+        if Path(file).is_file():
+            found.update(load_requirements(find_requirements(Path(file).parent)))
+    return found
+
+
 def _run_facts(config: pytest.Config, exitstatus: int) -> dict[str, Any]:
     """What the report says about the run itself: interrupted or not, and which catalogue."""
     from .listing import catalogue_digest
+    from .requirements import find_requirements
 
-    files: dict[str, str] = config.stash.get(_CATALOGUE, {})
+    collected: dict[str, str] = config.stash.get(_CATALOGUE, {})
+    files = dict(collected)
+    if not files:  # under pytest-xdist the controller collects nothing: the files that ran
+        for r in _RECORD_SINK:
+            name = Path(str(r["location"]).rsplit(":", 2)[0])
+            if name.is_file():
+                files[str(name)] = str(find_requirements(name.parent).parent)
     roots = sorted(set(files.values()))
     return {
         "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,

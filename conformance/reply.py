@@ -54,7 +54,7 @@ class Reply:
         """The reply for a problem's text: escaped, and capped (the transcript has it all)."""
         if self.code == 0:
             raw = self.raw or self.lines[0].encode("utf-8", "surrogateescape")
-            return f"a malformed reply: {shown(raw, 48)}"
+            return f"a malformed reply: {shown(raw, 40)}"
         return shown(" / ".join(self.wire_lines()), REPLY_SHOWN)
 
     def extensions(self) -> dict[str, str]:

@@ -329,6 +329,11 @@ async def _auth(ctx: Context, s: Step) -> Observation:
         ctx.budget.record_failure()
     elif not counted and reservation:
         ctx.budget.release(reservation)
+    elif counted and reservation:
+        # The server judged it between our reservation and its reply: from now on it is
+        # remembered until now + cooldown at the latest (a loaded or distant server counts it
+        # well after we reserved).
+        ctx.budget.confirm(reservation)
     # RFC 4954 §4 and RFC 3207 §4: before TLS the server refuses AUTH itself (530, 538, 503,
     # 502, 504...); 535 says it judged the credential, which it must not do in clear.
     judged = None

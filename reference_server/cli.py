@@ -22,15 +22,32 @@ from .server import ReferenceServer
 SAMPLE = Path(__file__).with_name("sample-config.yaml")
 
 
+def _ports(text: str) -> tuple[int, ...]:
+    try:
+        ports = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--ports: expected comma-separated port numbers, got {text!r}") from None
+    if not all(0 <= p <= 65535 for p in ports):
+        raise ConfigError(f"--ports: {text!r} holds a number that is not a port")
+    return ports
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m reference_server", description="The Anypost SMTP reference server."
     )
     parser.add_argument("--config", type=Path, default=SAMPLE, help="YAML configuration file")
     parser.add_argument(
-        "--ports", help="comma-separated ports overriding the configuration (0 = any free port)"
+        "--ports",
+        help="comma-separated ports overriding the configuration (0 = any free port; the "
+        "contract's 587,2587,25 need root)",
     )
-    parser.add_argument("--spool", type=Path, help="spool folder overriding the configuration")
+    parser.add_argument(
+        "--spool",
+        type=Path,
+        help="spool folder overriding the configuration (default: "
+        "$XDG_STATE_HOME/anypost-reference-server)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every SMTP line")
     return parser
 
@@ -70,16 +87,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         if args.ports:
-            ports = tuple(int(p) for p in args.ports.split(","))
-            config = replace(config, ports=ports)
+            config = replace(config, ports=_ports(args.ports))
         if args.spool:
             config = replace(config, spool=args.spool)
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         asyncio.run(serve(ReferenceServer(config)))
+    except PermissionError as exc:
+        low = [p for p in config.ports if 0 < p < 1024]
+        hint = (
+            f" (ports {low} need root; run as an ordinary user with --ports 10587,2587,10025,"
+            " or 0 for free ports)"
+            if low
+            else ""
+        )
+        print(f"error: cannot listen or write the spool: {exc}{hint}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        print(f"error: cannot listen: {exc}", file=sys.stderr)
+        print(f"error: cannot listen or write the spool: {exc}", file=sys.stderr)
         return 2
     return 0

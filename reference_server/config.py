@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,19 @@ import idna
 import yaml
 
 PERMISSIONS = ("send_only", "full_access", "read_only")
+# The contract's ports are 587, 2587 and 25; below 1024 a process needs root, so by default the
+# server listens on unprivileged stand-ins (10587 for 587, 10025 for 25) and 2587 itself.
+DEFAULT_PORTS = (10587, 2587, 10025)
+CONTRACT_PORTS = (587, 2587, 25)
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """Where the spool (Maildirs, event log, CA) goes when the configuration does not say:
+    the XDG state folder, never the checkout."""
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local/state")
+    return Path(base) / "anypost-reference-server"
+
+
 SEND_PERMISSIONS = ("send_only", "full_access")
 
 
@@ -62,11 +77,14 @@ class Team:
 
 @dataclass(frozen=True)
 class Limits:
-    message_size: int = 5 * 1024 * 1024
+    """Every limit's one default: the sample configuration and the README state the same
+    values, and a test holds the three together."""
+
+    message_size: int = 5 * 1024 * 1024  # "5 MB", counted as RFC 1870 §5 counts
     max_recipients: int = 100
-    auth_failure_threshold: int = 3
+    auth_failure_threshold: int = 5
     auth_failure_cooldown: float = 60.0
-    idle_timeout: float = 300.0
+    idle_timeout: float = 300.0  # per read (RFC 5321 §4.5.3.2 suggests at least 5 minutes)
 
 
 @dataclass(frozen=True)
@@ -80,11 +98,11 @@ class ServerConfig:
     teams: tuple[Team, ...]
     hostname: str = "localhost"
     host: str = "127.0.0.1"
-    ports: tuple[int, ...] = (587, 2587, 25)
+    ports: tuple[int, ...] = DEFAULT_PORTS
     tls_cert: Path | None = None
     tls_key: Path | None = None
     ca_out: Path | None = None
-    spool: Path = Path("spool")
+    spool: Path = field(default_factory=lambda: default_state_dir(os.environ))
     limits: Limits = field(default_factory=Limits)
     relay: Relay | None = None
 
@@ -111,6 +129,34 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+_LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def config_domain(value: Any, where: str) -> str:
+    """A configured domain as clients send it: lower case, no trailing dot, A-labels (IDNA
+    2008 with UTS 46 mapping, RFC 5891), so ``bücher.test`` matches ``xn--bcher-kva.test``."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a domain name, got {value!r}")
+    name = value.strip().rstrip(".").lower()
+    try:
+        if not name.isascii() or "xn--" in name:
+            name = idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ConfigError(f"{where}: {value!r} is not a valid domain name (IDNA: {exc})") from None
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LDH_LABEL.match(label) for label in labels):
+        raise ConfigError(
+            f"{where}: {value!r} is not a domain name (letters, digits and hyphens in labels of "
+            "1 to 63 characters, or a Unicode name that has an A-label)"
+        )
+    return name
+
+
+def _domains(raw: Any, where: str) -> frozenset[str]:
+    _expect(raw, list, where, "a list of domains")
+    return frozenset(config_domain(d, f"{where}[{i}]") for i, d in enumerate(raw))
+
+
 def _check_keys(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = set(mapping) - allowed
     if unknown:
@@ -119,7 +165,9 @@ def _check_keys(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
         )
 
 
-def _parse_key(raw: Any, team: str, where: str, env: dict[str, str]) -> ApiKey:
+def _parse_key(
+    raw: Any, team: str, where: str, env: Mapping[str, str], missing: list[tuple[str, str]]
+) -> ApiKey:
     _expect(raw, dict, where, "a mapping with id, permission and a secret")
     _check_keys(
         raw,
@@ -143,21 +191,21 @@ def _parse_key(raw: Any, team: str, where: str, env: dict[str, str]) -> ApiKey:
     else:
         var = _expect(raw["secret_env"], str, f"{where}.secret_env", "an environment variable")
         if var not in env:
-            raise ConfigError(f"{where}.secret_env: environment variable {var} is not set")
-        digest = hash_secret(env[var])
+            missing.append((f"{where}.secret_env", var))  # reported together, below
+        digest = hash_secret(env.get(var, ""))
     allowed = raw.get("allowed_domains")
     allowed_set = None
     if allowed is not None:
-        _expect(allowed, list, f"{where}.allowed_domains", "a list of domains")
-        allowed_set = frozenset(normalize_domain(str(d)) for d in allowed)
+        allowed_set = _domains(allowed, f"{where}.allowed_domains")
     revoked = _expect(raw.get("revoked", False), bool, f"{where}.revoked", "true or false")
     return ApiKey(key_id, team, digest, permission, allowed_set, revoked)
 
 
 def parse_config(
-    raw: Any, base: Path = Path("."), env: dict[str, str] | None = None
+    raw: Any, base: Path = Path("."), env: Mapping[str, str] | None = None
 ) -> ServerConfig:
     env = dict(os.environ) if env is None else env
+    missing: list[tuple[str, str]] = []
     _expect(raw, dict, "config", "a mapping")
     _check_keys(raw, {"hostname", "listen", "tls", "limits", "spool", "relay", "teams"}, "config")
     teams: list[Team] = []
@@ -166,17 +214,21 @@ def parse_config(
         _expect(t, dict, where, "a mapping")
         _check_keys(t, {"name", "verified_domains", "keys"}, where)
         name = _expect(t.get("name"), str, f"{where}.name", "a string")
-        domains = _expect(
-            t.get("verified_domains", []), list, f"{where}.verified_domains", "a list"
-        )
+        domains = _domains(t.get("verified_domains", []), f"{where}.verified_domains")
         keys = tuple(
-            _parse_key(k, name, f"{where}.keys[{j}]", env)
+            _parse_key(k, name, f"{where}.keys[{j}]", env, missing)
             for j, k in enumerate(_expect(t.get("keys", []), list, f"{where}.keys", "a list"))
         )
-        teams.append(Team(name, frozenset(normalize_domain(str(d)) for d in domains), keys))
+        teams.append(Team(name, domains, keys))
+    if missing:
+        names = ", ".join(var for _, var in missing)
+        raise ConfigError(
+            f"{missing[0][0]}: environment variable(s) not set: {names}. Each holds the secret of "
+            f"one API key (for a try-out, any value: export {missing[0][1]}=ap_test_...)"
+        )
     listen = _expect(raw.get("listen", {}), dict, "listen", "a mapping")
     _check_keys(listen, {"host", "ports"}, "listen")
-    ports = tuple(_expect(listen.get("ports", [587, 2587, 25]), list, "listen.ports", "a list"))
+    ports = tuple(_expect(listen.get("ports", list(DEFAULT_PORTS)), list, "listen.ports", "a list"))
     for p in ports:
         if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p <= 65535:
             raise ConfigError(f"listen.ports: port={p!r} is not a port (0 picks a free one)")
@@ -186,13 +238,25 @@ def parse_config(
         raise ConfigError("tls: give both cert and key, or neither (a trustme CA is made)")
     lim = _expect(raw.get("limits", {}), dict, "limits", "a mapping")
     _check_keys(lim, set(Limits.__dataclass_fields__), "limits")
+    for name, value in lim.items():
+        whole = name in ("message_size", "max_recipients", "auth_failure_threshold")
+        kind = "a whole number" if whole else "a number of seconds"
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int if whole else (int, float))
+            or value <= 0
+        ):
+            raise ConfigError(f"limits.{name}: expected {kind} above 0, got {value!r}")
     limits = Limits(**lim)
     relay_raw = raw.get("relay")
     relay = None
     if relay_raw is not None:
         _expect(relay_raw, dict, "relay", "a mapping with host and port")
         _check_keys(relay_raw, {"host", "port"}, "relay")
-        relay = Relay(str(relay_raw.get("host", "127.0.0.1")), int(relay_raw["port"]))
+        port = relay_raw.get("port")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port <= 65535:
+            raise ConfigError(f"relay.port: expected a port number, got {port!r}")
+        relay = Relay(str(relay_raw.get("host", "127.0.0.1")), port)
 
     def path(value: Any) -> Path | None:
         return None if value is None else (base / str(value))
@@ -205,15 +269,44 @@ def parse_config(
         tls_cert=path(tls.get("cert")),
         tls_key=path(tls.get("key")),
         ca_out=path(tls.get("ca_out")),
-        spool=path(raw.get("spool", "spool")) or Path("spool"),
+        spool=path(raw.get("spool")) or default_state_dir(env),
         limits=limits,
         relay=relay,
     )
 
 
-def load_config(file: Path, env: dict[str, str] | None = None) -> ServerConfig:
+_PLACE = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\]|\.\w+)*):")
+_STEP = re.compile(r"\[(\d+)\]|\.?(\w+)")
+
+
+def _line_of(text: str, place: str) -> int | None:
+    """The line (1-based) of the YAML node at a dotted place such as ``teams[0].keys[1].id``,
+    or of its nearest ancestor that exists."""
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        node: Any = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    if node is None:
+        return None
+    line: int = node.start_mark.line + 1
+    for index, key in _STEP.findall(place):
+        if index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+            node = node.value[int(index)]
+        elif key and isinstance(node, yaml.MappingNode):
+            found = [v for k, v in node.value if getattr(k, "value", None) == key]
+            if not found:
+                break
+            node = found[0]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_config(file: Path, env: Mapping[str, str] | None = None) -> ServerConfig:
+    try:
+        text = file.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -221,6 +314,8 @@ def load_config(file: Path, env: dict[str, str] | None = None) -> ServerConfig:
     try:
         return parse_config(raw, file.parent, env)
     except ConfigError as exc:
-        raise ConfigError(f"{file}: {exc}") from None
-    except TypeError as exc:
-        raise ConfigError(f"{file}: limits: {exc}") from None
+        message = str(exc)
+        match = _PLACE.match(message)
+        line = _line_of(text, match.group(1)) if match else None
+        where = f"{file}:{line}" if line else str(file)
+        raise ConfigError(f"{where}: {message}") from None

@@ -189,7 +189,10 @@ class AnypostHandler:
         ]
         self.in_flight += 1
         try:
-            paths = await asyncio.to_thread(self.spool.store, submission, parts)
+            loop = asyncio.get_running_loop()
+            paths = await loop.run_in_executor(
+                self.spool.executor, self.spool.store, submission, parts
+            )
         except Exception:
             log.exception("could not store a message; answering 451")
             return str(replies.STORAGE_FAILED)

@@ -106,6 +106,11 @@ class AnypostSMTP(SMTP):
             return (head if too_long else line), too_long
 
     async def push(self, status: AnyStr) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            # The client is gone. aiosmtpd would write anyway, and asyncio's TLS transport
+            # (3.11) then raises AttributeError from a protocol it has already let go of.
+            return
         # The first line of a connection is the greeting, which carries no enhanced code.
         if isinstance(status, str) and self._greeted and not self._verbatim:
             status = replies.enhance(status)
@@ -120,7 +125,13 @@ class AnypostSMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
-        await super()._handle_client()
+        try:
+            await super()._handle_client()
+        except _CLIENT_FAULTS as exc:
+            # aiosmtpd re-raises a reset (or a write to a closed connection) out of the
+            # session's task; nobody awaits that task, so asyncio would log "Task exception
+            # was never retrieved" with a traceback (holding the session alive in the record).
+            log.info("%s: connection ended: %s", peer_address(self.session), type(exc).__name__)
 
     def _timeout_cb(self) -> None:
         # RFC 5321 §4.5.3.2: the timeouts are per read. aiosmtpd's timer runs from the last
@@ -162,11 +173,27 @@ class AnypostSMTP(SMTP):
         # aiosmtpd logs a traceback for every exception and replies with its class and text.
         # A client that closes or fails during STARTTLS is not a server fault: one line.
         peer = peer_address(self.session)
-        if isinstance(error, _CLIENT_FAULTS):
+        transport = self.transport
+        gone = transport is None or transport.is_closing()
+        # Once the client has gone, asyncio's TLS transport (3.11) raises AttributeError from
+        # reads and writes: that is the disconnect too, not a fault of the server.
+        if gone or isinstance(error, _CLIENT_FAULTS):
             log.info("%s: TLS or connection failure: %s", peer, type(error).__name__)
+            if gone and not isinstance(error, TLSSetupException):
+                # aiosmtpd's loop runs while ``transport`` is set, and every read of a closing
+                # TLS transport fails again: end the session (and its sockets) here.
+                self._end_session()
             return str(replies.TLS_FAILED)
         log.error("%s: unexpected error in the SMTP session", peer, exc_info=error)
         return str(replies.INTERNAL_ERROR)
+
+    def _end_session(self) -> None:
+        for transport in (self.transport, getattr(self, "_original_transport", None)):
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+        task = self._handler_coroutine
+        if task is not None and not task.done():
+            task.cancel()  # its next await raises CancelledError, which aiosmtpd lets end it
 
     async def smtp_AUTH(self, arg: str) -> None:
         # RFC 4954 §8: mechanism names are case-insensitive; aiosmtpd matches them as sent.

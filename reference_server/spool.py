@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -62,6 +63,52 @@ def mailbox_dir(spool: Path, recipient: str) -> Path:
     return spool / "maildir" / quote(f"{local}@{domain.lower()}", safe="@._+-")
 
 
+class _DirSync:
+    """fsync of one directory, shared by concurrent stores (a group commit for directory
+    entries): a store waits for an fsync that started after its link was made; one fsync then
+    makes every link made before it durable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._started = 0  # fsyncs started
+        self._done = 0  # fsyncs finished (successfully or not)
+        self._running = False
+        self._errors: dict[int, BaseException] = {}
+
+    def sync(self) -> None:
+        with self._cond:
+            # An fsync that starts from now on covers this caller's link.
+            needed = self._started + 1
+            while self._done < needed:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                number = self._started
+                self._cond.release()
+                error: BaseException | None = None
+                try:
+                    _fsync_dir(self.path)
+                except BaseException as exc:
+                    error = exc
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._done = number
+                    if error is not None:
+                        self._errors[number] = error
+                        for old in [n for n in self._errors if n < number - 1000]:
+                            del self._errors[old]
+                    self._cond.notify_all()
+            # fsyncs run one at a time in start order, so the first to finish after this
+            # call began is number ``needed``: its outcome is this caller's.
+            error = self._errors.get(needed)
+        if error is not None:
+            raise error
+
+
 class Spool:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -77,12 +124,18 @@ class Spool:
         self._failed: dict[int, BaseException] = {}
         self._committing = False
         self._made_dirs: set[Path] = set()
+        self._dir_syncs: dict[Path, _DirSync] = {}
+        self._dirs_lock = threading.Lock()
+        # Stores block on fsync: their own threads, enough for every concurrent session to
+        # have its file written while others wait on the disk (the default pool has cpus + 4).
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="spool")
         self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(SCHEMA)
 
     def close(self) -> None:
+        self.executor.shutdown(wait=True)
         with self._lock:
             self._db.close()
 
@@ -100,13 +153,16 @@ class Spool:
         try:
             for recipient, email_id in zip(submission.recipients, submission.ids, strict=True):
                 box = mailbox_dir(self.root, recipient)
-                if box not in self._made_dirs:
-                    for sub in ("tmp", "new", "cur"):
-                        (box / sub).mkdir(parents=True, exist_ok=True)
-                    self._made_dirs.add(box)
+                with self._dirs_lock:
+                    if box not in self._made_dirs:
+                        for sub in ("tmp", "new", "cur"):
+                            (box / sub).mkdir(parents=True, exist_ok=True)
+                        self._made_dirs.add(box)
+                        self._dir_syncs[box] = _DirSync(box / "new")
+                    dir_sync = self._dir_syncs[box]
                 target = box / "new" / f"{name}.{email_id}"
                 os.link(tmp, target)
-                _fsync_dir(box / "new")
+                dir_sync.sync()  # shared with concurrent stores into the same Maildir
                 paths.append(target)
         finally:
             tmp.unlink(missing_ok=True)

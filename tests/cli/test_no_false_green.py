@@ -8,6 +8,7 @@ selector that matched nothing.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +69,11 @@ def test_cli_allow_missing_keys_runs_and_says_how_much_was_not_verified(
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert "scenario runs were not verified; unset: PLUGIN_KEY_RESTRICTED" in out
+    report = json.loads((tmp_path / "r" / "conformance.json").read_text())
+    assert report["target"]["unset_key_variables"] == [
+        "PLUGIN_KEY_RESTRICTED (key role restricted)"
+    ]
+    assert report["summary"].get("not verified", 0) > 0
 
 
 def test_cli_check_scenarios_rejects_a_variable_no_profile_can_hold(tmp_path: Path) -> None:

@@ -202,3 +202,37 @@ def test_cli_interrupted_writes_reports_and_exits_130(
     passed_lines = re.findall(r"^  PASS +(\S+) \[(\w+)\]", out, re.M)
     assert passed_lines and {f"{s}[{p}]" for s, p in passed_lines} <= ran
     assert "interrupted" in (reports / "conformance.html").read_text()
+
+
+def test_cli_lanes_under_n2_same_verdicts_and_full_reports(
+    tmp_path: Path, keys_env: dict[str, str]
+) -> None:
+    """-n 2 runs the budget lane on one worker (our scheduler); the verdicts are those of -n 0,
+    and the controller's reports still carry the requirements and the catalogue."""
+    from ..selfcheck.variants import IgnoresUsername
+
+    config = make_config(tmp_path, auth_failure_threshold=3, auth_failure_cooldown=1.0)
+    verdicts = {}
+    with running(config, handler_class=IgnoresUsername) as server:
+        profile = write_profile(tmp_path, server)
+        for workers in ("0", "2"):
+            out = tmp_path / f"n{workers}"
+            done = cli(
+                *("run", "--target", str(profile), "--report-dir", str(out), "--tag", "auth"),
+                *(("-n", workers) if workers != "0" else ()),
+                "-v",  # xdist then names its scheduler
+                str(CATALOGUE),
+                env={**keys_env, "ANYPOST_CONFORMANCE_STATE": str(tmp_path / f"state{workers}")},
+            )
+            assert done.returncode == 1, done.stdout + done.stderr
+            report = json.loads((out / "conformance.json").read_text())
+            verdicts[workers] = {
+                f"{r['scenario']}[{r['port']}]": r["verdict"] for r in report["scenarios"]
+            }
+            rows = {row["id"]: row["verdict"] for row in report["requirements"]}
+            assert rows["AUTH-1"] == "failed" and rows["AUTH-4"] == "passed", rows
+            assert report["run"]["catalogue"]["files"] >= 1
+            assert re.search(r"^AUTH-1 +MUST +failed", done.stdout, re.M), done.stdout
+    assert "scheduling tests via LaneScheduling" in done.stdout
+    assert verdicts["0"] == verdicts["2"]
+    assert "failed" in verdicts["2"].values()

@@ -142,6 +142,9 @@ def test_html_read_in_headless_chromium_shows_summary_and_failure(
 
 
 def test_markdown_escapes_and_keeps_no_machine_path(failing_run: dict[str, Any]) -> None:
+    run = json.loads((failing_run["out"] / "conformance.json").read_text())["run"]
+    assert run["catalogue"]["files"] == 1 and len(run["catalogue"]["sha256"]) == 16
+    assert Path(run["scenario_root"]) == failing_run["root"] and run["interrupted"] is False
     text = (failing_run["out"] / "conformance.md").read_text()
     assert str(failing_run["root"]) not in text
     assert "auth/authentication.scenario.yaml:" in text

@@ -46,6 +46,22 @@ def test_budget_release_returns_a_reservation() -> None:
     assert asyncio.run(go()) < 0.2
 
 
+def test_budget_confirmed_failure_counts_from_its_reply() -> None:
+    """A target that judges a login late (loaded, or far away) remembers it from then: the
+    budget counts a confirmed failure from the reply, not from the reservation."""
+    budget = TargetBudget("c", threshold=2, cooldown=0.6, messages=10)
+
+    async def go() -> float:
+        reservation = await budget.before_failing_login()
+        await asyncio.sleep(0.4)  # the target took this long to answer 535
+        budget.confirm(reservation)
+        started = time.monotonic()
+        await budget.before_failing_login()  # must wait until the reply + cooldown
+        return time.monotonic() - started
+
+    assert asyncio.run(go()) >= 0.55
+
+
 def test_budget_block_and_message_budget() -> None:
     budget = TargetBudget("b", threshold=3, cooldown=0.3, messages=2)
     budget.record_block()

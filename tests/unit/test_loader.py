@@ -155,3 +155,31 @@ def test_loader_example_profile_loads() -> None:
     )
     assert profile.deviations[0].expires.isoformat() == "2027-03-31"
     assert profile.keys["invalid"].value and profile.keys["send_only"].env
+
+
+def test_loader_must_scenario_needs_a_must_requirement(tmp_path: Path) -> None:
+    says = problem(tmp_path, GOOD.replace("[TLS-1]", "[RFC-3]"))
+    assert "x.scenario.yaml:6:12: level MUST, but RFC-3 is SHOULD" in says
+    # The nearest inputs that load: the same at SHOULD, or with a MUST requirement beside it.
+    requirements = load_requirements(CATALOGUE / "requirements.yaml")
+    should = GOOD.replace("[TLS-1]", "[RFC-3]").replace("level: MUST", "level: SHOULD")
+    assert load_scenarios(write(tmp_path, should, "a.scenario.yaml"), requirements)
+    both = GOOD.replace("[TLS-1]", "[RFC-3, TLS-1]")
+    assert load_scenarios(write(tmp_path, both, "b.scenario.yaml"), requirements)
+
+
+@pytest.mark.parametrize(
+    ("policy", "says"),
+    [
+        ("{missing_form: refuse}", "policy.missing_form is not a choice a profile can declare"),
+        ("{missing_from: reject}", "policy.missing_from: 'reject' is not one of refuse, add"),
+    ],
+)
+def test_loader_scenario_policy_is_one_a_profile_can_declare(
+    tmp_path: Path, policy: str, says: str
+) -> None:
+    text = GOOD.replace("    level: MUST\n", f"    level: MUST\n    policy: {policy}\n")
+    assert says in problem(tmp_path, text)
+    good = GOOD.replace("    level: MUST\n", "    level: MUST\n    policy: {missing_from: add}\n")
+    (scenario,) = load_scenarios(write(tmp_path, good, "c.scenario.yaml"))
+    assert scenario.policy == (("missing_from", "add"),)
