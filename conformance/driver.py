@@ -214,6 +214,11 @@ class Driver:
         self._note(reply)
         if reply.code == 0:
             self._garbled()
+        elif reply.code == 421 and self._owed == 0 and conn.open_:
+            # RFC 5321 §3.8: a 421 announces that the server is closing the channel. Give the
+            # close the time a reply has, so "closed" is judged on what the server did and not
+            # on whether its FIN overtook our read of the 421.
+            await self.wait_closed(wait)
         return reply
 
     def _write(self, data: bytes, what: str) -> None:
