@@ -423,7 +423,10 @@ def pytest_collection_modifyitems(
     tags = set(config.getoption("--conformance-tag"))
     requirements = set(config.getoption("--conformance-requirement"))
     scenario_items = [i for i in items if isinstance(i, ScenarioItem)]
-    if tags or requirements or config.getoption("keyword") or config.getoption("markexpr"):
+    selecting = tags or requirements or config.getoption("keyword") or config.getoption("markexpr")
+    # Only a run against a target selects scenarios: pytest runs of other tests (the project's
+    # own, with -k) are none of our business.
+    if selecting and config.getoption("--target"):
         reason = _empty_selection(config, scenario_items, tags, requirements)
         if reason:
             config.stash[_EMPTY_SELECTION] = reason

@@ -247,6 +247,26 @@ class FromAllowedDomainsIgnored(AnypostHandler):
         return domain in self.config.team(key.team).verified_domains
 
 
+class FromSuffixMatching(AnypostHandler):
+    """Checks the envelope exactly but matches the From domain by suffix or prefix."""
+
+    def author_allowed(self, key: ApiKey, domain: str) -> bool:
+        return any(
+            domain.startswith(d) or domain.endswith(d)
+            for d in self.config.team(key.team).verified_domains
+        )
+
+
+class FromSubdomainsAllowed(AnypostHandler):
+    """Checks the envelope exactly but lets a From on any subdomain of a verified one."""
+
+    def author_allowed(self, key: ApiKey, domain: str) -> bool:
+        return any(
+            domain == d or domain.endswith("." + d)
+            for d in self.config.team(key.team).verified_domains
+        )
+
+
 class NaiveFromParser(AnypostHandler):
     """Takes the first thing that looks like an address in the first From line."""
 
@@ -537,6 +557,8 @@ VARIANTS: dict[str, Variant] = {
     "only-primary-domain": Variant(handler=OnlyPrimaryDomain),
     "suffix-matching": Variant(handler=SuffixMatching),
     "subdomains-allowed": Variant(handler=SubdomainsAllowed),
+    "from-suffix-matching": Variant(handler=FromSuffixMatching),
+    "from-subdomains-allowed": Variant(handler=FromSubdomainsAllowed),
     "accepts-null-sender": Variant(smtp=AcceptsNullSender),
     "trusts-source-route": Variant(smtp=TrustsSourceRoute),
     "from-unchecked": Variant(handler=FromUnchecked),
@@ -606,6 +628,8 @@ CATALOGUE_PROOF: dict[str, str] = {
     "from/unverified-domain-refused": "from-unchecked",
     "from/outside-allowed-domains-refused": "from-allowed-domains-ignored",
     "from/other-verified-domain-accepted": "only-primary-domain",
+    "from/suffix-is-not-the-domain": "from-suffix-matching",
+    "from/subdomain-is-not-the-parent": "from-subdomains-allowed",
     "from/display-name-is-not-an-address": "naive-from-parser",
     "from/every-mailbox-checked": "naive-from-parser",
     "from/missing-from-refused": "accepts-missing-from",
