@@ -39,6 +39,7 @@ from .expect import (
     ids_of,
     judge,
     judge_checks,
+    judge_id_form,
 )
 from .idregistry import IdRegistry
 from .loader import DEFAULT_EXPECT
@@ -464,15 +465,14 @@ async def _run_step(
         if len(owners) == 1:
             _charge(outcome, scenario, s, owners.pop())
         raise _Stop()
+    should = judge_id_form(must, observation)
     if s.expect.should is not None:
-        should = judge(_resolved(ctx, s.expect.should, must=False), observation)
-        if should:
-            outcome.should_failures.append(
-                Failure(label, location, Level.SHOULD, tuple(should), at)
-            )
-            outcome.steps_run.append(_record(ctx, s, at, observation, "SHOULD not met"))
-            _remember_ids(ctx, reply)
-            return
+        should = judge(_resolved(ctx, s.expect.should, must=False), observation) + should
+    if should:
+        outcome.should_failures.append(Failure(label, location, Level.SHOULD, tuple(should), at))
+        outcome.steps_run.append(_record(ctx, s, at, observation, "SHOULD not met"))
+        _remember_ids(ctx, reply)
+        return
     outcome.steps_run.append(_record(ctx, s, at, observation, "ok"))
     _remember_ids(ctx, reply)
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from pathlib import Path
 from typing import Any
 
 from conformance.engine import run_scenario
 from conformance.model import Verdict
+from reference_server.handler import AnypostHandler
 
 from ..support import ServerThread, make_config
 from .test_variants import COOLDOWN, THRESHOLD, catalogue, profile, start
@@ -78,3 +80,24 @@ def test_policy_scenarios_run_only_where_the_profile_declares_the_choice(tmp_pat
     assert other["from/missing-from-refused"].verdict is Verdict.NOT_VERIFIED
     assert "the profile declares add" in other["from/missing-from-refused"].reason
     assert all(o.verdict is Verdict.PASSED for o in declared.values())
+
+
+class Uuid4Ids(AnypostHandler):
+    """One email_ id per recipient, as the contract asks, but random UUIDs (version 4) rather
+    than the reference server's UUIDv7: the shape of the contract's example, not a rule of it."""
+
+    def accepted_reply(self, ids: tuple[str, ...]) -> str:
+        return super().accepted_reply(tuple(f"email_{uuid.uuid4()}" for _ in ids))
+
+
+def test_ids_of_another_shape_warn_but_do_not_fail(tmp_path: Path) -> None:
+    config = make_config(tmp_path, auth_failure_threshold=THRESHOLD, auth_failure_cooldown=COOLDOWN)
+    server = ServerThread(config, handler_class=Uuid4Ids).start()
+    try:
+        found = outcomes(server, ["ids/one-recipient", "ids/several-recipients"])
+    finally:
+        server.stop()
+    for sid, outcome in found.items():
+        assert outcome.verdict is Verdict.PASSED, outcome.summary()
+        warned = [p for f in outcome.should_failures for p in f.problems]
+        assert any("UUIDv7" in p for p in warned), (sid, warned)

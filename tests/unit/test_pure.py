@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conformance.expect import Observation, ids_of, judge
+from conformance.expect import Observation, ids_of, judge, judge_id_form
 from conformance.messages import build, pad_to, size_value, unescape
 from conformance.model import Profile, ReplyMatch
 from conformance.reply import Reply
@@ -66,7 +66,6 @@ def obs(code: int, *lines: str, **kw: Any) -> Observation:
         ),
         (ReplyMatch(ids_count=1), obs(250, "2.0.0 OK"), "an ids= field"),
         (ReplyMatch(ids_count=2), obs(250, f"2.0.0 OK ids={GOOD_ID}"), "expected 2 id(s)"),
-        (ReplyMatch(ids_count=1), obs(250, "2.0.0 OK ids=email_123"), "lowercase UUIDv7"),
         (ReplyMatch(ids_count=2), obs(250, f"OK ids={GOOD_ID} {GOOD_ID}"), "unique"),
         (
             ReplyMatch(ids_count=1),
@@ -144,3 +143,11 @@ def test_messages_headers_repeat_and_fold() -> None:
     assert b'X-Anypost-Tags: ["a",\r\n "b"]' in head
     data, _ = build({"from_header": False}, None)
     assert b"\r\nFrom:" not in b"\r\n" + data.split(b"\r\n\r\n")[0]
+
+
+def test_judge_id_form_is_apart_from_the_must_checks() -> None:
+    # The contract asks for "one email_ ID per recipient"; UUIDv7 is its example's shape.
+    odd = obs(250, "2.0.0 OK ids=email_123")
+    assert judge(ReplyMatch(ids_count=1), odd) == []
+    assert "lowercase UUIDv7" in judge_id_form(ReplyMatch(ids_count=1), odd)[0]
+    assert judge_id_form(ReplyMatch(ids_count=1), obs(250, f"2.0.0 OK ids={GOOD_ID}")) == []
