@@ -499,6 +499,8 @@ def _owner(check: str, s: Step, scenario: Scenario) -> str | None:
     whole: an incidental check's, or the requirement an unannotated step serves."""
     if check in INCIDENTAL:
         return INCIDENTAL[check][0]
+    if s.checks:
+        return s.checks
     if not s.expect.explicit:
         return PRECONDITION_OF.get(s.kind)
     return None

@@ -157,6 +157,24 @@ def _step_shape_problems(steps: Any, text: str) -> list[str]:
     return problems
 
 
+def _checks_problems(scenario: SourceMap, doc: Any, index: int, text: str) -> list[str]:
+    """A step's ``checks:`` must name one of its scenario's own requirements."""
+    named = scenario.get("requirements") or []
+    problems = []
+    for j, step in enumerate(scenario.get("steps") or []):
+        if isinstance(step, SourceMap) and "checks" in step and step["checks"] not in named:
+            where = locate(doc, ["scenarios", index, "steps", j, "checks"])
+            problems.append(
+                _problem(
+                    text,
+                    where,
+                    f"checks: {step['checks']!r} is not a requirement of this scenario; "
+                    f"expected one of: {', '.join(map(str, named))}",
+                )
+            )
+    return problems
+
+
 PIPELINED = ("mail", "rcpt", "rset", "noop", "data")
 
 
@@ -352,7 +370,17 @@ def _steps(raw_steps: SourceList) -> tuple[Step, ...]:
             default = DEFAULT_EXPECT[kind]
             expectation = Expectation(default or ReplyMatch(), None, explicit=False)
         sub = _steps(args["steps"]) if kind in ("repeat", "pipeline") else ()
-        steps.append(Step(kind, args, expectation, location, str(raw.get("name", "")), sub))
+        steps.append(
+            Step(
+                kind,
+                args,
+                expectation,
+                location,
+                str(raw.get("name", "")),
+                sub,
+                str(raw.get("checks", "")),
+            )
+        )
     return tuple(steps)
 
 
@@ -371,6 +399,7 @@ def load_scenarios(
                     scenario.get("steps"), doc, ["scenarios", i, "steps"], text
                 )
                 problems += _policy_problems(scenario.get("policy"), doc, i, text)
+                problems += _checks_problems(scenario, doc, i, text)
                 if requirements is not None:
                     problems += _level_problems(scenario, requirements, doc, i, text)
                     for j, rid in enumerate(scenario.get("requirements") or []):

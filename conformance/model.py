@@ -129,6 +129,9 @@ class Step:
     location: Location
     name: str = ""
     steps: tuple[Step, ...] = ()  # for repeat
+    # The one requirement of the scenario this step's expectation checks (``checks:``): a
+    # scenario about two rules charges each step's failure to its own.
+    checks: str = ""
 
     def describe(self) -> str:
         if self.name:

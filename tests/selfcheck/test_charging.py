@@ -38,3 +38,23 @@ def test_catalogue_without_ids_fails_only_ids_1(tmp_path: Path) -> None:
     assert submission["verdict"] == "failed" and submission["charged_to"] == "IDS-1"
     by_id = {row["id"]: row for row in rows}
     assert by_id["TLS-1"]["verdict"] == "passed"
+
+
+def test_a_step_that_names_its_requirement_is_charged_to_it(tmp_path: Path) -> None:
+    # size/over-limit-refused checks SIZE-2 (the refusal) and SESSION-2 (the next message on
+    # the same connection): a server that accepts one octet too many broke SIZE-2 alone.
+    server = start("size-unenforced", tmp_path)
+    try:
+        outcome = asyncio.run(
+            run_scenario(
+                catalogue()["size/over-limit-refused"], profile(server), "submission", True
+            )
+        )
+    finally:
+        server.stop()
+    found = record(outcome)
+    assert found["verdict"] == "failed" and found["charged_to"] == "SIZE-2", found
+    rows = by_requirement([found], load_requirements(CATALOGUE / "requirements.yaml"))
+    by_id = {row["id"]: row for row in rows}
+    assert by_id["SIZE-2"]["verdict"] == "failed"
+    assert by_id.get("SESSION-2", {}).get("verdict") != "failed"

@@ -183,3 +183,13 @@ def test_loader_scenario_policy_is_one_a_profile_can_declare(
     good = GOOD.replace("    level: MUST\n", "    level: MUST\n    policy: {missing_from: add}\n")
     (scenario,) = load_scenarios(write(tmp_path, good, "c.scenario.yaml"))
     assert scenario.policy == (("missing_from", "add"),)
+
+
+def test_loader_step_checks_names_a_requirement_of_its_scenario(tmp_path: Path) -> None:
+    good = GOOD.replace(
+        "        expect: {code: 250}", "        checks: TLS-1\n        expect: {code: 250}"
+    )
+    [scenario] = load_scenarios(write(tmp_path, good))
+    assert scenario.steps[0].checks == "TLS-1"
+    said = problem(tmp_path, good.replace("checks: TLS-1", "checks: SIZE-2"))
+    assert ":9:" in said and "'SIZE-2' is not a requirement of this scenario" in said, said
