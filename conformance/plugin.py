@@ -209,14 +209,29 @@ def _check_keys(profile: Profile, allow_missing: bool) -> None:
 def _check_reachable(profile: Profile) -> None:
     """Fail fast (exit 2 from the CLI) when the target cannot even be reached."""
     for name, port in profile.ports.items():
+        wait = min(profile.timeout, 10)
         try:
-            with socket.create_connection((profile.host, port), timeout=min(profile.timeout, 10)):
-                pass
+            with socket.create_connection((profile.host, port), timeout=wait) as conn:
+                # A listener that never greets would cost every scenario a timeout: a run of
+                # timeouts is no verdict on the contract. Any first bytes will do (a 421 too).
+                greeted = conn.recv(1)
+        except TimeoutError:
+            raise pytest.UsageError(
+                f"target unresponsive: {profile.host}:{port} (port {name}) from {profile.file} "
+                f"accepted the connection but sent no greeting within {wait:g}s. Is this an SMTP "
+                "server, and is the profile's port right?"
+            ) from None
         except OSError as exc:
             raise pytest.UsageError(
                 f"target unreachable: cannot connect to {profile.host}:{port} (port {name}) from "
                 f"{profile.file}: {exc.strerror or exc}. Is the server running, and is the profile right?"
             ) from None
+        if not greeted:
+            raise pytest.UsageError(
+                f"target unresponsive: {profile.host}:{port} (port {name}) from {profile.file} "
+                "closed the connection without a greeting. Is this an SMTP server, and is the "
+                "profile's port right?"
+            )
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

@@ -86,6 +86,26 @@ def test_cli_run_unreachable_target_exits_2(tmp_path: Path, keys_env: dict[str, 
     assert "target unreachable" in done.stderr + done.stdout
 
 
+def test_cli_run_silent_target_exits_2(tmp_path: Path, keys_env: dict[str, str]) -> None:
+    # The kernel accepts the connection on a listening socket; nobody ever greets on it.
+    with running(make_config(tmp_path)) as server, socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        profile = write_profile(tmp_path, server, sock.getsockname()[1])
+        done = cli(
+            "run",
+            "--target",
+            str(profile),
+            "--report-dir",
+            str(tmp_path / "r"),
+            str(CATALOGUE),
+            env=keys_env,
+        )
+    assert done.returncode == 2
+    assert "target unresponsive" in done.stderr + done.stdout
+    assert "sent no greeting" in done.stderr + done.stdout
+
+
 def test_cli_run_bad_profile_exits_2(tmp_path: Path) -> None:
     profile = tmp_path / "p.yaml"
     profile.write_text(
