@@ -219,17 +219,8 @@ class BundledTarget:
         raise TargetError(f"the bundled server printed nothing within {timeout:g}s")
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
     def __enter__(self) -> BundledTarget:
@@ -238,3 +229,17 @@ class BundledTarget:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """SIGTERM a server process (it stops cleanly on it), SIGKILL it if it lingers, and close
+    the pipe its ready line came through."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    if process.stdout is not None:
+        process.stdout.close()

@@ -29,6 +29,8 @@ import yaml
 from aiosmtpd.handlers import Sink
 from aiosmtpd.smtp import SMTP
 
+from conformance.bundled import stop_process
+
 PORT_NAMES = ("submission", "alternate", "smtp")
 KEY_ENV = {
     "send_only": "PLAIN_TARGET_KEY_SEND_ONLY",
@@ -148,17 +150,8 @@ class PlainTarget:
         return self.record.read_bytes() if self.record.is_file() else b""
 
     def stop(self) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
+        if self._proc is not None:
+            stop_process(self._proc)
         self._proc = None
 
     def __enter__(self) -> PlainTarget:

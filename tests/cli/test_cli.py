@@ -69,11 +69,17 @@ def test_cli_check_scenarios_duplicate_id_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "is already used at" in done.stderr
 
 
-def test_cli_run_unreachable_target_exits_2(tmp_path: Path, keys_env: dict[str, str]) -> None:
+def _run_with_one_port_on(
+    tmp_path: Path, keys_env: dict[str, str], listen: bool
+) -> subprocess.CompletedProcess[str]:
+    """A run whose profile has one port on a socket of our own: bound only (nothing accepts),
+    or listening (the kernel accepts, nobody ever greets)."""
     with running(make_config(tmp_path)) as server, socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
+        if listen:
+            sock.listen(8)
         profile = write_profile(tmp_path, server, sock.getsockname()[1])
-        done = cli(
+        return cli(
             "run",
             "--target",
             str(profile),
@@ -82,25 +88,16 @@ def test_cli_run_unreachable_target_exits_2(tmp_path: Path, keys_env: dict[str, 
             str(CATALOGUE),
             env=keys_env,
         )
+
+
+def test_cli_run_unreachable_target_exits_2(tmp_path: Path, keys_env: dict[str, str]) -> None:
+    done = _run_with_one_port_on(tmp_path, keys_env, listen=False)
     assert done.returncode == 2
     assert "target unreachable" in done.stderr + done.stdout
 
 
 def test_cli_run_silent_target_exits_2(tmp_path: Path, keys_env: dict[str, str]) -> None:
-    # The kernel accepts the connection on a listening socket; nobody ever greets on it.
-    with running(make_config(tmp_path)) as server, socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        profile = write_profile(tmp_path, server, sock.getsockname()[1])
-        done = cli(
-            "run",
-            "--target",
-            str(profile),
-            "--report-dir",
-            str(tmp_path / "r"),
-            str(CATALOGUE),
-            env=keys_env,
-        )
+    done = _run_with_one_port_on(tmp_path, keys_env, listen=True)
     assert done.returncode == 2
     assert "target unresponsive" in done.stderr + done.stdout
     assert "sent no greeting" in done.stderr + done.stdout

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trustme
 
@@ -181,7 +182,7 @@ class WireServer:
 
 
 @contextlib.contextmanager
-def wire_server(tmp: Path, **how: object) -> Iterator[tuple[int, str]]:
-    server = WireServer(Behaviour(**how), tmp)  # type: ignore[arg-type]
+def wire_server(tmp: Path, **how: Any) -> Iterator[tuple[int, str]]:
+    server = WireServer(Behaviour(**how), tmp)
     with server.running() as port:
         yield port, server.ca

@@ -9,6 +9,7 @@ import smtplib
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,10 +40,10 @@ def _check(ids: list[str]) -> None:
     SEEN.update(ids)
 
 
-def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command, capture_output=True, text=True, timeout=60, check=False, **kwargs
-    )  # type: ignore[call-overload]
+    )
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
