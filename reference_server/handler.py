@@ -3,7 +3,6 @@ answer from the reply catalogue."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -189,10 +188,7 @@ class AnypostHandler:
         ]
         self.in_flight += 1
         try:
-            loop = asyncio.get_running_loop()
-            paths = await loop.run_in_executor(
-                self.spool.executor, self.spool.store, submission, parts
-            )
+            paths = await self.spool.store_async(submission, parts)
         except Exception:
             log.exception("could not store a message; answering 451")
             return str(replies.STORAGE_FAILED)

@@ -52,10 +52,11 @@ def test_delivery_storage_failure_is_451_not_250(
     spool = server.server.spool
     assert spool is not None
 
-    def disk_full(*args: object) -> list[Path]:
+    def disk_full(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spool, "store", disk_full)
+    # The disk fills while the message file is written: nothing may be left to deliver.
+    monkeypatch.setattr(spool, "_write_file", disk_full)
 
     async def go() -> int:
         client = Client(server)
@@ -66,6 +67,7 @@ def test_delivery_storage_failure_is_451_not_250(
 
     assert run(go()) == 451
     assert read_events(server.config.spool / "events.sqlite3") == []
+    assert not list((server.config.spool / "maildir").glob("*/new/*"))
 
 
 async def _data_then_noop(server: ServerThread, data: bytes) -> tuple[bytes, bytes]:

@@ -4,10 +4,12 @@ returns before an fsync that began after its own link (so every 250 still follow
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,3 +66,62 @@ def test_concurrent_stores_share_dir_fsyncs_and_each_follows_its_link(
         assert any(s >= linked and e <= returned[name] for s, e in zip(starts, ends, strict=True))
     assert len(read_events(tmp_path / "spool" / "events.sqlite3")) == 60
     assert len(list((tmp_path / "spool" / "maildir").glob("*/new/*"))) == 60
+
+
+def _submission(i: int) -> Submission:
+    return Submission(
+        "probe@acme.test", ("a@sink.test",), (f"email_{i:04d}",), "t", "k", ControlValues()
+    )
+
+
+def test_a_failed_commit_leaves_nothing_to_deliver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Spool(tmp_path / "spool")
+
+    def locked(rows: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "_write_rows", locked)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            store.store(_submission(1), [b"Subject: x\r\n\r\nbody\r\n"])
+    finally:
+        store.close()
+    # The client is told 451: no copy stays in a Maildir to be delivered, no temporary file.
+    assert not list((tmp_path / "spool" / "maildir").glob("*/new/*"))
+    assert not list((tmp_path / "spool" / "tmp").iterdir())
+
+
+def test_a_failed_message_does_not_fail_the_others_of_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Spool(tmp_path / "spool")
+    real = store._write_file
+
+    def write_file(job: Any) -> None:
+        if job.submission.ids[0] == "email_0007":
+            raise OSError(28, "No space left on device")
+        time.sleep(0.005)  # a slow disk, so the others pile up into batches
+        real(job)
+
+    monkeypatch.setattr(store, "_write_file", write_file)
+    outcomes: dict[int, str] = {}
+
+    def one(i: int) -> None:
+        try:
+            store.store(_submission(i), [b"Subject: %d\r\n\r\nbody\r\n" % i])
+            outcomes[i] = "stored"
+        except OSError as exc:
+            outcomes[i] = f"error {exc.errno}"
+
+    try:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            list(pool.map(one, range(20)))
+    finally:
+        store.close()
+    assert outcomes[7] == "error 28"
+    assert {i for i, o in outcomes.items() if o == "stored"} == set(range(20)) - {7}
+    ids = {e["email_id"] for e in read_events(tmp_path / "spool" / "events.sqlite3")}
+    assert ids == {f"email_{i:04d}" for i in range(20) if i != 7}
+    assert len(list((tmp_path / "spool" / "maildir").glob("*/new/*"))) == 19
