@@ -34,6 +34,16 @@ def state_dir() -> Path:
     return path
 
 
+def read_all(fd: int) -> bytes:
+    """The whole of an open file, read without moving its offset."""
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 65536, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
 class TargetBudget:
     def __init__(
         self,
@@ -44,8 +54,9 @@ class TargetBudget:
         run_id: str | None = None,
     ) -> None:
         digest = hashlib.sha256(target_key.encode()).hexdigest()[:16]
-        self.path = state_dir() / f"anypost-conformance-{digest}.json"
-        self.lock_path = state_dir() / f"anypost-conformance-{digest}.lock"
+        folder = state_dir()
+        self.path = folder / f"anypost-conformance-{digest}.json"
+        self.lock_path = folder / f"anypost-conformance-{digest}.lock"
         self.threshold = threshold
         self.cooldown = cooldown or 0.0
         self.messages = messages
@@ -82,28 +93,35 @@ class TargetBudget:
 
     @contextlib.contextmanager
     def _state(self, write: bool = True) -> Iterator[dict[str, Any]]:
-        with open(self.path, "a+", encoding="utf-8") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        # Rewritten in place (pwrite, then ftruncate to the new length): truncating a file to
+        # zero makes ext4 flush it to disk on close (auto_da_alloc), a quarter of a
+        # millisecond on every scenario that sends a message.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                fh.seek(0)
-                text = fh.read()
+                text = read_all(fd)
                 try:
                     state = json.loads(text) if text else {}
                 except ValueError:
                     state = {}
+                if not isinstance(state, dict):
+                    state = {}
                 state.setdefault("failures", [])
                 state.setdefault("blocked_until", 0.0)
                 state.setdefault("runs", {})
-                before = json.dumps(state)
+                before = json.dumps(state) if write else ""
                 yield state
-                after = json.dumps(state)
-                if write and after != before:
-                    fh.seek(0)
-                    fh.truncate()
-                    fh.write(after)
-                    fh.flush()
+                if write:
+                    after = json.dumps(state)
+                    if after != before:
+                        data = after.encode("utf-8")
+                        os.pwrite(fd, data, 0)
+                        os.ftruncate(fd, len(data))
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def _prune(self, state: dict[str, Any], now: float) -> None:
         state["failures"] = [t for t in state["failures"] if now - t < self.cooldown]

@@ -265,7 +265,9 @@ async def run_scenario(
     try:
         async with budget.exclusive(scenario.destructive):
             try:
-                await asyncio.wait_for(_run_steps(ctx, scenario, outcome, strict), deadline)
+                # In this task (asyncio.timeout), not in a task of its own (wait_for).
+                async with asyncio.timeout(deadline):
+                    await _run_steps(ctx, scenario, outcome, strict)
             except TimeoutError:
                 outcome.verdict = Verdict.FAILED
                 outcome.reason = f"the scenario did not finish within its deadline of {deadline:g}s"
@@ -285,7 +287,8 @@ async def run_scenario(
 
 async def _finish(driver: Driver) -> None:
     try:
-        await asyncio.wait_for(driver.finish(), driver.timeout + 1)
+        async with asyncio.timeout(driver.timeout + 1):
+            await driver.finish()
     except (TimeoutError, TransportError):
         driver.abort()
 
@@ -420,7 +423,7 @@ async def _run_step(
         # destructive scenario tests exactly the 421 of the block, so judges it.
         what = str(reply) if reply is not None else (observation.error or "the session ended")
         ctx.transcript.event("a transient failure on a step the expectation did not allow for")
-        outcome.steps_run.append(_record(ctx, s, at, observation, "inconclusive"))
+        outcome.steps_run.append(_record(ctx, s, at, observation, "inconclusive", title=label))
         raise _Inconclusive(f"the target answered {what} at step '{label}'")
     checks = judge_checks(_resolved(ctx, must), observation)
     # A transport error fails the step unless the step was about the connection ending.
@@ -440,7 +443,7 @@ async def _run_step(
             if requirement is not None:
                 problems = tuple(text for _, text in checks)
                 outcome.failures.append(Failure(label, location, Level.MUST, problems, at))
-                outcome.steps_run.append(_record(ctx, s, at, observation, "blocked"))
+                outcome.steps_run.append(_record(ctx, s, at, observation, "blocked", title=label))
                 raise _Blocked(
                     requirement,
                     Level.MUST,
@@ -451,7 +454,7 @@ async def _run_step(
             requirement, level = INCIDENTAL[checks[0][0]]
             problems = tuple(text for _, text in checks)
             outcome.failures.append(Failure(label, location, level, problems, at))
-            outcome.steps_run.append(_record(ctx, s, at, observation, "blocked"))
+            outcome.steps_run.append(_record(ctx, s, at, observation, "blocked", title=label))
             raise _Blocked(
                 requirement,
                 level,
@@ -460,7 +463,7 @@ async def _run_step(
         level = scenario.level
         problems = tuple(text for _, text in checks)
         outcome.failures.append(Failure(label, location, level, problems, at))
-        outcome.steps_run.append(_record(ctx, s, at, observation, "failed"))
+        outcome.steps_run.append(_record(ctx, s, at, observation, "failed", title=label))
         owners = {_owner(check, s, scenario) for check, _ in checks}
         if len(owners) == 1:
             _charge(outcome, scenario, s, owners.pop())
@@ -470,10 +473,10 @@ async def _run_step(
         should = judge(_resolved(ctx, s.expect.should, must=False), observation) + should
     if should:
         outcome.should_failures.append(Failure(label, location, Level.SHOULD, tuple(should), at))
-        outcome.steps_run.append(_record(ctx, s, at, observation, "SHOULD not met"))
+        outcome.steps_run.append(_record(ctx, s, at, observation, "SHOULD not met", title=label))
         _remember_ids(ctx, reply)
         return
-    outcome.steps_run.append(_record(ctx, s, at, observation, "ok"))
+    outcome.steps_run.append(_record(ctx, s, at, observation, "ok", title=label))
     _remember_ids(ctx, reply)
 
 
@@ -571,9 +574,11 @@ def _record(
     observation: Observation,
     verdict: str,
     what: str | None = None,
+    title: str | None = None,
 ) -> StepRecord:
+    """``title``: the step's label when the caller has it already (``step_label``)."""
     entries = ctx.transcript.entries[at:]
-    title = step_label(ctx, s, at)
+    title = title or step_label(ctx, s, at)
     if observation.reply is not None:
         reply = str(observation.reply)
         reply = reply if len(reply) <= 120 else reply[:117] + "..."

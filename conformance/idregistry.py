@@ -14,7 +14,7 @@ import hashlib
 import os
 from collections.abc import Iterable
 
-from .budget import state_dir
+from .budget import read_all, state_dir
 
 
 class IdRegistry:
@@ -29,16 +29,19 @@ class IdRegistry:
         if not wanted:
             return set()
         # One id a line, appended: a claim reads the file once and writes only what is new.
-        with open(self.path, "a+", encoding="utf-8", errors="surrogateescape") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                fh.seek(0)
-                seen = set(fh.read().split())
+                seen = set(read_all(fd).decode("utf-8", "surrogateescape").split())
                 repeated = {i for i in wanted if i in seen}
                 fresh = [i for i in dict.fromkeys(wanted) if i not in seen]
                 if fresh:
-                    fh.write("".join(f"{i}\n" for i in fresh))
-                    fh.flush()
+                    os.write(
+                        fd, "".join(f"{i}\n" for i in fresh).encode("utf-8", "surrogateescape")
+                    )
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
         return repeated

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -222,12 +223,16 @@ class Profile:
             return None
         return self.recipient_pattern.replace("{n}", str(n))
 
+    @functools.cached_property
+    def _listed(self) -> frozenset[str]:
+        """The listed recipients, normalized once (a profile may list a hundred)."""
+        return frozenset(_norm(r) for r in self.recipients)
+
     def may_receive(self, address: str) -> bool:
         """Whether the harness may send DATA to ``address`` (domain compared without case)."""
         local, _, domain = address.rpartition("@")
         wanted = f"{local}@{domain.lower().rstrip('.')}"
-        listed = {_norm(r) for r in self.recipients}
-        if wanted in listed:
+        if wanted in self._listed:
             return True
         if self.recipient_pattern is None:
             return False
