@@ -326,7 +326,7 @@ async def _run_steps(ctx: Context, scenario: Scenario, outcome: Outcome, strict:
     ctx.run_step = run_step
     ctx.judge_step = judge_step
     try:
-        await ctx.budget.wait_unblocked()
+        # The first step is a connect (implicit or not), which waits out a block first.
         if scenario.steps[0].kind not in ("connect", "reconnect"):
             implicit = Step("connect", None, _default_connect(), scenario.location, "connect")
             await run_step(implicit)
