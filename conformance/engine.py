@@ -23,6 +23,7 @@ import asyncio
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .budget import TargetBudget
@@ -328,7 +329,7 @@ async def _run_steps(ctx: Context, scenario: Scenario, outcome: Outcome, strict:
     try:
         # The first step is a connect (implicit or not), which waits out a block first.
         if scenario.steps[0].kind not in ("connect", "reconnect"):
-            implicit = Step("connect", None, _default_connect(), scenario.location, "connect")
+            implicit = Step("connect", None, _default_connect(), scenario.location)
             await run_step(implicit)
         for s in scenario.steps:
             await run_step(s)
@@ -556,15 +557,91 @@ def step_label(ctx: Context, s: Step, at: int) -> str:
     was judged or failed (``login: AUTH PLAIN <redacted...>``). Its file:line goes beside it."""
     if s.name:
         return s.name
+    if s.kind in _OWN_LABEL:
+        return _OWN_LABEL[s.kind](ctx, s, at)
     sent = [e.text.split("\n")[0] for e in ctx.transcript.entries[at:] if e.direction == ">"]
     sent = [_cut(line, 120) for line in sent if line]
     if not sent:
-        return s.kind if s.args in (None, {}, "") or s.kind == "repeat" else s.describe()
+        # Never the step's arguments as a dict: say what (not) going on the wire meant.
+        if ctx.transcript.omitted:
+            return s.kind  # the transcript is capped: what was sent is not known here
+        if s.kind == "raw":
+            return "raw: nothing sent, listening for a reply no command asked for"
+        return f"{s.kind} (nothing sent)"
     if s.kind in ("login", "auth", "repeat") and len(sent) > 1:
         return f"{s.kind}: {sent[-1]}"
     if s.kind == "data":
         return " ".join(sent[:2])  # DATA [message: N octets]
     return sent[0] if len(sent) == 1 else f"{sent[0]} (+{len(sent) - 1} more lines)"
+
+
+def _connect_label(ctx: Context, s: Step, at: int) -> str:
+    """``connect 127.0.0.1:2525`` (the address the step connected to, from its transcript)."""
+    opened = next(
+        (
+            e.text
+            for e in ctx.transcript.entries[at:]
+            if e.direction == "*" and e.text.startswith("connect ")
+        ),
+        None,
+    )
+    where = opened.removeprefix("connect ") if opened else f"{ctx.driver.host}:{ctx.driver.port}"
+    port = (s.args or {}).get("port") if isinstance(s.args, dict) else None
+    return f"{s.kind} {where}" + (f" (port {port})" if port else "")
+
+
+def _observe_label(ctx: Context, s: Step, at: int) -> str:
+    """What was checked of the delivered copy: ``observe the delivered copy of <id>: lacks
+    X-Anypost-Tag; has From; body contains 'Hello'``."""
+    args = s.args if isinstance(s.args, dict) else {}
+    checks = []
+    if args.get("lacks_headers"):
+        checks.append(f"lacks {', '.join(map(str, args['lacks_headers']))}")
+    if args.get("has_headers"):
+        checks.append(f"has {', '.join(map(str, args['has_headers']))}")
+    if args.get("body_contains") is not None:
+        checks.append(f"body contains {_cut(repr(str(args['body_contains'])), 80)}")
+    copy = (
+        f"the delivered copy of {ctx.last_message_id}"
+        if ctx.last_message_id
+        else "the delivered copy"
+    )
+    return f"observe {copy}" + (f": {'; '.join(checks)}" if checks else "")
+
+
+def _wait_label(ctx: Context, s: Step, at: int) -> str:
+    seconds = s.args.get("for") if isinstance(s.args, dict) else None
+    if seconds == "cooldown":
+        cooldown = ctx.profile.limits.get("auth_failure_cooldown")
+        return "wait out the auth-failure cooldown" + (
+            f" ({float(cooldown) + 0.5:g}s)" if cooldown is not None else ""
+        )
+    return f"wait {seconds:g}s" if isinstance(seconds, int | float) else f"wait {seconds}"
+
+
+def _generate_label(ctx: Context, s: Step, at: int) -> str:
+    """The property, and how many examples went out (``hypothesis seed 7: 60 examples``)."""
+    args = s.args if isinstance(s.args, dict) else {}
+    ran = next(
+        (
+            e.text.split(" (rerun")[0]
+            for e in ctx.transcript.entries[at:]
+            if e.direction == "*" and e.text.startswith("hypothesis seed")
+        ),
+        None,
+    )
+    head = f"generate: {args.get('family', '?')} headers, property-based"
+    return head + (f" ({ran})" if ran else "")
+
+
+# Steps whose label is not the first command they sent.
+_OWN_LABEL: dict[str, Callable[[Context, Step, int], str]] = {
+    "connect": _connect_label,
+    "reconnect": _connect_label,
+    "observe": _observe_label,
+    "wait": _wait_label,
+    "generate": _generate_label,
+}
 
 
 def _record(
