@@ -2,9 +2,9 @@
 
 1. The engine running a scenario against the time a bare aiosmtplib script takes for the same
    exchange against the same server. Goal: at most 1.2x. The two alternate run by run within
-   each round (the ratio of the median rounds is reported): on a machine shared with other jobs, rounds of
-   one then rounds of the other met different loads (two runs of the same code a minute apart
-   gave 1.02 and 1.22).
+   each round, and the ratio of the median rounds is reported: on a machine shared with other
+   jobs, rounds of one then rounds of the other met different loads (two runs of the same code
+   a minute apart gave 1.02 and 1.22).
 2. The whole catalogue through the CLI with -n 2 against -n 0. Goal: -n 2 is faster.
 3. The CI gate against a target that blocks after 5 failed logins for 20 s (the non-destructive
    catalogue, a fresh bundled server per run): -n 2 against -n 0. Goal: at most 0.75x, because

@@ -213,7 +213,8 @@ def parse_reply(raw_lines: list[bytes]) -> Reply:
                 Violation(
                     SYNTAX_RULE,
                     Level.MUST,
-                    f"{separator!r} after the code on {_where(index, raw)} (expected '-' or a space)",
+                    f"{separator!r} after the code on {_where(index, raw)} "
+                    "(expected '-' or a space)",
                     raw[:1024],
                 )
             )
