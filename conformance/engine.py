@@ -562,7 +562,7 @@ def step_label(ctx: Context, s: Step, at: int) -> str:
     sent = [e.text.split("\n")[0] for e in ctx.transcript.entries[at:] if e.direction == ">"]
     sent = [_cut(line, 120) for line in sent if line]
     if not sent:
-        # Never the step's arguments as a dict: say what (not) going on the wire meant.
+        # Never the step's arguments as a dict: say that nothing went on the wire.
         if ctx.transcript.omitted:
             return s.kind  # the transcript is capped: what was sent is not known here
         if s.kind == "raw":

@@ -134,18 +134,6 @@ class Step:
     # scenario about two rules charges each step's failure to its own.
     checks: str = ""
 
-    def describe(self) -> str:
-        if self.name:
-            return self.name
-        if self.args is None or self.args == {}:
-            return self.kind
-        return f"{self.kind} {_short(self.args)}"
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
 
 @dataclass(frozen=True)
 class Scenario:
