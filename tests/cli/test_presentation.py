@@ -9,11 +9,16 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import yaml
+
+from reference_server.session import AnypostSMTP
 
 from ..plugin.test_plugin import write_profile
 from ..support import KEYS, ServerThread, make_config, running
@@ -155,15 +160,55 @@ def test_cli_version_and_list() -> None:
     assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
 
 
+class RecordingSMTP(AnypostSMTP):
+    """The reference server's session, recording the commands it receives, per session."""
+
+    sessions: ClassVar[list[RecordingSMTP]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.commands: list[str] = []
+        self.closed = False
+        with self.lock:
+            self.sessions.append(self)
+        self._smtp_methods = {
+            name: self._recorded(name, method) for name, method in self._smtp_methods.items()
+        }
+
+    def _recorded(
+        self, name: str, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[[str | None], Awaitable[None]]:
+        async def recorded(arg: str | None) -> None:
+            with self.lock:
+                self.commands.append(name)
+            await method(arg)
+
+        return recorded
+
+    def connection_lost(self, error: Exception | None) -> None:
+        with self.lock:
+            self.closed = True
+        super().connection_lost(error)
+
+    @classmethod
+    def open_sessions(cls) -> list[RecordingSMTP]:
+        with cls.lock:
+            return [s for s in cls.sessions if not s.closed and s.commands]
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_cli_interrupted_writes_reports_and_exits_130(
-    tmp_path: Path, keys_env: dict[str, str], signum: int
+def test_cli_interrupted_quits_sessions_writes_reports_and_exits_130(
+    tmp_path: Path, keys_env: dict[str, str], signum: int, workers: str
 ) -> None:
-    """Stopped while it waits out the auth-failure budget: every report of what ran is written
-    and marked interrupted, the summary is printed, and the exit code is 130."""
+    """Stopped while a session waits out the auth-failure budget (with -n 0 and -n 2): the
+    server receives QUIT on every session open at that moment, every report of what ran is
+    written and marked interrupted, the summary is printed, and the exit code is 130."""
     config = make_config(tmp_path, auth_failure_threshold=3, auth_failure_cooldown=30.0)
     reports = tmp_path / "reports"
-    with running(config) as server:
+    RecordingSMTP.sessions = []
+    with running(config, smtp_class=RecordingSMTP) as server:
         profile = write_profile(tmp_path, server)
         doc = yaml.safe_load(profile.read_text())
         doc["limits"]["auth_failure_cooldown"] = 30
@@ -172,6 +217,7 @@ def test_cli_interrupted_writes_reports_and_exits_130(
             [
                 *(sys.executable, "-m", "conformance", "run", "--target", str(profile)),
                 *("--report-dir", str(reports), "--tag", "auth", str(CATALOGUE)),
+                *(("-n", workers) if workers != "0" else ()),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -189,8 +235,14 @@ def test_cli_interrupted_writes_reports_and_exits_130(
             if "waiting" in line:
                 break
         assert any("waiting" in line for line in seen), "".join(seen)
+        # The scenario waiting on the budget holds its session open, mid-scenario.
+        held = RecordingSMTP.open_sessions()
+        assert held, "no session open on the server while the run waits"
         process.send_signal(signum)
         rest, _ = process.communicate(timeout=90)
+        for session in held:  # the server has seen each of them end, with QUIT first
+            assert session.closed, session.commands
+            assert session.commands[-1] == "QUIT", session.commands
     out = "".join(seen) + rest
     assert process.returncode == 130, out
     assert "INTERRUPTED" in out
