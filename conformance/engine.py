@@ -54,6 +54,7 @@ from .model import (
     fails_run,
 )
 from .reply import Reply
+from .schedule import failing_logins
 from .steps import (
     REGISTRY,
     Context,
@@ -323,7 +324,11 @@ async def _run_steps(ctx: Context, scenario: Scenario, outcome: Outcome, strict:
     ctx.run_step = run_step
     ctx.judge_step = judge_step
     try:
-        await ctx.budget.wait_unblocked()
+        if scenario.destructive:
+            await ctx.budget.wait_unblocked()
+        else:
+            # Any cooldown is waited out before the session opens, not inside it.
+            await ctx.budget.wait_for_room(failing_logins(scenario.steps))
         if scenario.steps[0].kind not in ("connect", "reconnect"):
             implicit = Step("connect", None, _default_connect(), scenario.location, "connect")
             await run_step(implicit)
