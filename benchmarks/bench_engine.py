@@ -185,14 +185,10 @@ def budget_rounds(rounds: int, places: tuple[str, ...] = tuple(PLACES)) -> dict[
                     (parallel if workers else serial).append(elapsed)
                     spent["n2" if workers else "n0"].append(where)
                     print(_line(name, workers, elapsed, where), flush=True)
-            found[f"budget_{name}_seconds"] = {"n0": serial, "n2": parallel}
-            found[f"budget_{name}_ratio_n2_over_n0"] = {
-                "value": round(median_ratio(parallel, serial), 3) if serial and parallel else None,
-                "goal": "<= 0.75",
-            }
             floors = [w["floor_s"] for runs in spent.values() for w in runs]
             floor = max(floors) if floors else 0.0
-            found[f"budget_{name}_floor"] = {
+            ratio = round(median_ratio(parallel, serial), 3) if serial and parallel else None
+            facts: dict[str, Any] = {
                 "counted_failed_logins": sorted(
                     {w["counted_failed_logins"] for runs in spent.values() for w in runs}
                 ),
@@ -203,8 +199,19 @@ def budget_rounds(rounds: int, places: tuple[str, ...] = tuple(PLACES)) -> dict[
                 # shorter than the waits alone.
                 "best_possible_ratio": round(floor / min(serial), 3) if serial else None,
             }
+            found[f"budget_{name}_seconds"] = {"n0": serial, "n2": parallel}
+            found[f"budget_{name}_ratio_n2_over_n0"] = {"value": ratio, "goal": "<= 0.75"}
+            found[f"budget_{name}_floor"] = facts
             found[f"budget_{name}_timeline"] = spent
-            print(f"{name}: {found[f'budget_{name}_floor']}", flush=True)
+            print(
+                f"{name}: -n 0 {min(serial, default=0):.1f} s, -n 2 "
+                f"{min(parallel, default=0):.1f} s, ratio {ratio} (goal <= 0.75); floor "
+                f"{floor:g} s for {facts['counted_failed_logins']} counted failed logins at "
+                f"{BUDGET_THRESHOLD - 1} per {BUDGET_COOLDOWN:g} s; -n 2 = floor + "
+                f"{facts['n2_minus_floor_s']} s; best possible ratio "
+                f"{facts['best_possible_ratio']}",
+                flush=True,
+            )
     return found
 
 

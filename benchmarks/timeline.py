@@ -102,6 +102,19 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         _note("end", test=item.nodeid.split("::", 1)[-1])
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _note("collected", items=len(session.items))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
+    _note("finishing")
+    try:
+        return (yield)
+    finally:
+        _note("finished")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     _note("unconfigure")
 
