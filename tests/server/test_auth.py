@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from pathlib import Path
 
 import aiosmtplib
@@ -153,21 +152,47 @@ def test_block_trips_at_threshold_and_refuses_valid_key(tmp_path: Path) -> None:
         assert run(valid_key_while_blocked()) == 421
 
 
+class ManualClock:
+    """The limiter's clock, moved by the test: the passing of the cooldown is what is under
+    test, and a loaded machine must not make a failure age out before the next one."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _manual_clock(server: ServerThread) -> ManualClock:
+    clock = ManualClock()
+    assert server.server.handler is not None
+    server.server.handler.limiter._clock = clock
+    return clock
+
+
 def test_block_expires_after_cooldown(tmp_path: Path) -> None:
-    config = make_config(tmp_path, auth_failure_threshold=2, auth_failure_cooldown=0.6)
+    config = make_config(tmp_path, auth_failure_threshold=2, auth_failure_cooldown=30)
     with running(config) as server:
+        clock = _manual_clock(server)
         assert run(_auth(server, plain_auth("ap_wrong"))).code == 535
         assert run(_auth(server, plain_auth("ap_wrong"))).code == 421
-        time.sleep(0.7)  # the behaviour under test is the passing of the cooldown itself
+        clock.now += 29.9
+        with pytest.raises(aiosmtplib.SMTPConnectResponseError) as still:
+            run(_auth(server, plain_auth(KEYS["send_only"])))
+        assert still.value.code == 421  # a blocked address is refused at the greeting
+        clock.now += 0.1
         assert run(_auth(server, plain_auth(KEYS["send_only"]))).code == 235
 
 
 def test_block_failures_outside_the_window_are_forgotten(tmp_path: Path) -> None:
-    config = make_config(tmp_path, auth_failure_threshold=2, auth_failure_cooldown=0.4)
+    config = make_config(tmp_path, auth_failure_threshold=2, auth_failure_cooldown=30)
     with running(config) as server:
+        clock = _manual_clock(server)
         assert run(_auth(server, plain_auth("ap_wrong"))).code == 535
-        time.sleep(0.5)  # the first failure ages out of the window
+        clock.now += 30  # the first failure ages out of the window
         assert run(_auth(server, plain_auth("ap_wrong"))).code == 535
+        clock.now += 29.9  # the second has not: the third trips the block
+        assert run(_auth(server, plain_auth("ap_wrong"))).code == 421
 
 
 def test_auth_login_prompts(server: ServerThread) -> None:
