@@ -140,6 +140,32 @@ class TargetBudget:
             await self._sleep(delay + _MARGIN, "the target's auth-failure block to lift")
             waited += delay + _MARGIN
 
+    async def wait_for_room(self, logins: int) -> float:
+        """Before a session opens: wait until ``logins`` failed logins fit in the budget, so the
+        session never sits idle through a cooldown (a target closes an idle session, RFC 5321
+        §4.5.3.2, often sooner than its cooldown ends). Reserves nothing: each login still
+        reserves its place, which only another process could have taken meanwhile. Returns
+        the seconds waited."""
+        waited = await self.wait_unblocked()
+        if not self.threshold or logins <= 0:
+            return waited
+        room = max(self.threshold - 1 - min(logins, self.threshold - 1), 0)
+        while True:
+            now = time.time()
+            with self._state(write=False) as state:
+                self._prune(state, now)
+                held = sorted(state["failures"])
+            if len(held) <= room:
+                return waited
+            # The oldest failures are forgotten first: wait for all but ``room`` of them.
+            delay = max(held[len(held) - room - 1] + self.cooldown - now + _MARGIN, 0.05)
+            await self._sleep(
+                delay,
+                f"the auth-failure budget: {len(held)} failed login(s) within the "
+                f"{self.cooldown:g}s cooldown, the target blocks at {self.threshold}",
+            )
+            waited += delay
+
     async def before_failing_login(self) -> float:
         """Reserve one failed login, first waiting out the cooldown if it would trip the block.
 
