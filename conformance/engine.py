@@ -328,11 +328,11 @@ async def _run_steps(ctx: Context, scenario: Scenario, outcome: Outcome, strict:
     ctx.run_step = run_step
     ctx.judge_step = judge_step
     try:
-        # The first step is a connect (implicit or not), which waits out a block first.
         if not scenario.destructive:
             # Any cooldown is waited out before the session opens, not inside it (a target
             # may close an idle session sooner than its cooldown ends).
             await ctx.budget.wait_for_room(failing_logins(scenario.steps))
+        # The first step is a connect (implicit or not), which waits out a block first.
         if scenario.steps[0].kind not in ("connect", "reconnect"):
             implicit = Step("connect", None, _default_connect(), scenario.location)
             await run_step(implicit)
