@@ -23,6 +23,7 @@ import asyncio
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .budget import TargetBudget
@@ -54,6 +55,7 @@ from .model import (
     fails_run,
 )
 from .reply import Reply
+from .schedule import failing_logins
 from .steps import (
     REGISTRY,
     Context,
@@ -265,7 +267,9 @@ async def run_scenario(
     try:
         async with budget.exclusive(scenario.destructive):
             try:
-                await asyncio.wait_for(_run_steps(ctx, scenario, outcome, strict), deadline)
+                # In this task (asyncio.timeout), not in a task of its own (wait_for).
+                async with asyncio.timeout(deadline):
+                    await _run_steps(ctx, scenario, outcome, strict)
             except TimeoutError:
                 outcome.verdict = Verdict.FAILED
                 outcome.reason = f"the scenario did not finish within its deadline of {deadline:g}s"
@@ -285,7 +289,8 @@ async def run_scenario(
 
 async def _finish(driver: Driver) -> None:
     try:
-        await asyncio.wait_for(driver.finish(), driver.timeout + 1)
+        async with asyncio.timeout(driver.timeout + 1):
+            await driver.finish()
     except (TimeoutError, TransportError):
         driver.abort()
 
@@ -323,9 +328,13 @@ async def _run_steps(ctx: Context, scenario: Scenario, outcome: Outcome, strict:
     ctx.run_step = run_step
     ctx.judge_step = judge_step
     try:
-        await ctx.budget.wait_unblocked()
+        if not scenario.destructive:
+            # Any cooldown is waited out before the session opens, not inside it (a target
+            # may close an idle session sooner than its cooldown ends).
+            await ctx.budget.wait_for_room(failing_logins(scenario.steps))
+        # The first step is a connect (implicit or not), which waits out a block first.
         if scenario.steps[0].kind not in ("connect", "reconnect"):
-            implicit = Step("connect", None, _default_connect(), scenario.location, "connect")
+            implicit = Step("connect", None, _default_connect(), scenario.location)
             await run_step(implicit)
         for s in scenario.steps:
             await run_step(s)
@@ -420,7 +429,7 @@ async def _run_step(
         # destructive scenario tests exactly the 421 of the block, so judges it.
         what = str(reply) if reply is not None else (observation.error or "the session ended")
         ctx.transcript.event("a transient failure on a step the expectation did not allow for")
-        outcome.steps_run.append(_record(ctx, s, at, observation, "inconclusive"))
+        outcome.steps_run.append(_record(ctx, s, at, observation, "inconclusive", title=label))
         raise _Inconclusive(f"the target answered {what} at step '{label}'")
     checks = judge_checks(_resolved(ctx, must), observation)
     # A transport error fails the step unless the step was about the connection ending.
@@ -440,7 +449,7 @@ async def _run_step(
             if requirement is not None:
                 problems = tuple(text for _, text in checks)
                 outcome.failures.append(Failure(label, location, Level.MUST, problems, at))
-                outcome.steps_run.append(_record(ctx, s, at, observation, "blocked"))
+                outcome.steps_run.append(_record(ctx, s, at, observation, "blocked", title=label))
                 raise _Blocked(
                     requirement,
                     Level.MUST,
@@ -451,7 +460,7 @@ async def _run_step(
             requirement, level = INCIDENTAL[checks[0][0]]
             problems = tuple(text for _, text in checks)
             outcome.failures.append(Failure(label, location, level, problems, at))
-            outcome.steps_run.append(_record(ctx, s, at, observation, "blocked"))
+            outcome.steps_run.append(_record(ctx, s, at, observation, "blocked", title=label))
             raise _Blocked(
                 requirement,
                 level,
@@ -460,7 +469,7 @@ async def _run_step(
         level = scenario.level
         problems = tuple(text for _, text in checks)
         outcome.failures.append(Failure(label, location, level, problems, at))
-        outcome.steps_run.append(_record(ctx, s, at, observation, "failed"))
+        outcome.steps_run.append(_record(ctx, s, at, observation, "failed", title=label))
         owners = {_owner(check, s, scenario) for check, _ in checks}
         if len(owners) == 1:
             _charge(outcome, scenario, s, owners.pop())
@@ -470,10 +479,10 @@ async def _run_step(
         should = judge(_resolved(ctx, s.expect.should, must=False), observation) + should
     if should:
         outcome.should_failures.append(Failure(label, location, Level.SHOULD, tuple(should), at))
-        outcome.steps_run.append(_record(ctx, s, at, observation, "SHOULD not met"))
+        outcome.steps_run.append(_record(ctx, s, at, observation, "SHOULD not met", title=label))
         _remember_ids(ctx, reply)
         return
-    outcome.steps_run.append(_record(ctx, s, at, observation, "ok"))
+    outcome.steps_run.append(_record(ctx, s, at, observation, "ok", title=label))
     _remember_ids(ctx, reply)
 
 
@@ -553,15 +562,91 @@ def step_label(ctx: Context, s: Step, at: int) -> str:
     was judged or failed (``login: AUTH PLAIN <redacted...>``). Its file:line goes beside it."""
     if s.name:
         return s.name
+    if s.kind in _OWN_LABEL:
+        return _OWN_LABEL[s.kind](ctx, s, at)
     sent = [e.text.split("\n")[0] for e in ctx.transcript.entries[at:] if e.direction == ">"]
     sent = [_cut(line, 120) for line in sent if line]
     if not sent:
-        return s.kind if s.args in (None, {}, "") or s.kind == "repeat" else s.describe()
+        # Never the step's arguments as a dict: say that nothing went on the wire.
+        if ctx.transcript.omitted:
+            return s.kind  # the transcript is capped: what was sent is not known here
+        if s.kind == "raw":
+            return "raw: nothing sent, listening for a reply no command asked for"
+        return f"{s.kind} (nothing sent)"
     if s.kind in ("login", "auth", "repeat") and len(sent) > 1:
         return f"{s.kind}: {sent[-1]}"
     if s.kind == "data":
         return " ".join(sent[:2])  # DATA [message: N octets]
     return sent[0] if len(sent) == 1 else f"{sent[0]} (+{len(sent) - 1} more lines)"
+
+
+def _connect_label(ctx: Context, s: Step, at: int) -> str:
+    """``connect 127.0.0.1:2525`` (the address the step connected to, from its transcript)."""
+    opened = next(
+        (
+            e.text
+            for e in ctx.transcript.entries[at:]
+            if e.direction == "*" and e.text.startswith("connect ")
+        ),
+        None,
+    )
+    where = opened.removeprefix("connect ") if opened else f"{ctx.driver.host}:{ctx.driver.port}"
+    port = (s.args or {}).get("port") if isinstance(s.args, dict) else None
+    return f"{s.kind} {where}" + (f" (port {port})" if port else "")
+
+
+def _observe_label(ctx: Context, s: Step, at: int) -> str:
+    """What was checked of the delivered copy: ``observe the delivered copy of <id>: lacks
+    X-Anypost-Tag; has From; body contains 'Hello'``."""
+    args = s.args if isinstance(s.args, dict) else {}
+    checks = []
+    if args.get("lacks_headers"):
+        checks.append(f"lacks {', '.join(map(str, args['lacks_headers']))}")
+    if args.get("has_headers"):
+        checks.append(f"has {', '.join(map(str, args['has_headers']))}")
+    if args.get("body_contains") is not None:
+        checks.append(f"body contains {_cut(repr(str(args['body_contains'])), 80)}")
+    copy = (
+        f"the delivered copy of {ctx.last_message_id}"
+        if ctx.last_message_id
+        else "the delivered copy"
+    )
+    return f"observe {copy}" + (f": {'; '.join(checks)}" if checks else "")
+
+
+def _wait_label(ctx: Context, s: Step, at: int) -> str:
+    seconds = s.args.get("for") if isinstance(s.args, dict) else None
+    if seconds == "cooldown":
+        cooldown = ctx.profile.limits.get("auth_failure_cooldown")
+        return "wait out the auth-failure cooldown" + (
+            f" ({float(cooldown) + 0.5:g}s)" if cooldown is not None else ""
+        )
+    return f"wait {seconds:g}s" if isinstance(seconds, int | float) else f"wait {seconds}"
+
+
+def _generate_label(ctx: Context, s: Step, at: int) -> str:
+    """The property, and how many examples went out (``hypothesis seed 7: 60 examples``)."""
+    args = s.args if isinstance(s.args, dict) else {}
+    ran = next(
+        (
+            e.text.split(" (rerun")[0]
+            for e in ctx.transcript.entries[at:]
+            if e.direction == "*" and e.text.startswith("hypothesis seed")
+        ),
+        None,
+    )
+    head = f"generate: {args.get('family', '?')} headers, property-based"
+    return head + (f" ({ran})" if ran else "")
+
+
+# Steps whose label is not the first command they sent.
+_OWN_LABEL: dict[str, Callable[[Context, Step, int], str]] = {
+    "connect": _connect_label,
+    "reconnect": _connect_label,
+    "observe": _observe_label,
+    "wait": _wait_label,
+    "generate": _generate_label,
+}
 
 
 def _record(
@@ -571,9 +656,11 @@ def _record(
     observation: Observation,
     verdict: str,
     what: str | None = None,
+    title: str | None = None,
 ) -> StepRecord:
+    """``title``: the step's label when the caller has it already (``step_label``)."""
     entries = ctx.transcript.entries[at:]
-    title = step_label(ctx, s, at)
+    title = title or step_label(ctx, s, at)
     if observation.reply is not None:
         reply = str(observation.reply)
         reply = reply if len(reply) <= 120 else reply[:117] + "..."

@@ -28,6 +28,11 @@ def escape(text: str) -> str:
 def shown(data: bytes | str, cap: int = LINE_CAP) -> str:
     """``data`` as printable text: invalid UTF-8 and control bytes escaped, at most ``cap``
     characters of it (escapes count), and the total in octets when some are left out."""
+    if len(data) <= cap and data.isascii():
+        # The common case, printable ASCII within the cap, is shown as it is.
+        text = data if isinstance(data, str) else data.decode("ascii")
+        if text.isprintable():
+            return text
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
     head = raw[:cap]
     text = escape(head.decode("utf-8", "backslashreplace"))

@@ -145,6 +145,11 @@ class ReplyReader:
         return parse_reply([line.raw for line in lines])
 
 
+def _where(index: int, raw: bytes) -> str:
+    """A line of a reply, for a breach's message (made only when there is a breach)."""
+    return f"line {index + 1} of the reply, {shown(raw, 80)}"
+
+
 def parse_reply(raw_lines: list[bytes]) -> Reply:
     """One reply from its raw lines (each with its terminator), judged line by line."""
     violations: list[Violation] = []
@@ -154,7 +159,6 @@ def parse_reply(raw_lines: list[bytes]) -> Reply:
     for index, raw in enumerate(raw_lines):
         crlf = raw.endswith(b"\r\n")
         content = raw[:-2] if crlf else raw[:-1] if raw.endswith(b"\n") else raw
-        where = f"line {index + 1} of the reply, {shown(raw, 80)}"
         code = _code_of(content)
         if code is None:
             # Not SMTP at all: one breach, shown once (its other faults are beside the point).
@@ -171,11 +175,13 @@ def parse_reply(raw_lines: list[bytes]) -> Reply:
             continue
         if not crlf:
             violations.append(
-                Violation(CRLF_RULE, Level.MUST, f"a bare LF ends {where}", raw[:1024])
+                Violation(CRLF_RULE, Level.MUST, f"a bare LF ends {_where(index, raw)}", raw[:1024])
             )
         if b"\r" in content:
             violations.append(
-                Violation(CRLF_RULE, Level.MUST, f"a bare CR inside {where}", raw[:1024])
+                Violation(
+                    CRLF_RULE, Level.MUST, f"a bare CR inside {_where(index, raw)}", raw[:1024]
+                )
             )
         length = len(content) + 2
         if length > MAX_REPLY_LINE:
@@ -196,7 +202,7 @@ def parse_reply(raw_lines: list[bytes]) -> Reply:
                 Violation(
                     SAME_CODE_RULE,
                     Level.MUST,
-                    f"code {code} on {where} of a {reply_code} reply",
+                    f"code {code} on {_where(index, raw)} of a {reply_code} reply",
                     raw[:1024],
                 )
             )
@@ -207,7 +213,8 @@ def parse_reply(raw_lines: list[bytes]) -> Reply:
                 Violation(
                     SYNTAX_RULE,
                     Level.MUST,
-                    f"{separator!r} after the code on {where} (expected '-' or a space)",
+                    f"{separator!r} after the code on {_where(index, raw)} "
+                    "(expected '-' or a space)",
                     raw[:1024],
                 )
             )

@@ -6,6 +6,7 @@ expected; all problems of a file are reported at once.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from datetime import date
@@ -99,15 +100,50 @@ def _problem(text: str, location: Location | None, message: str) -> str:
     return f"{where}{message}" + (f"\n{excerpt}" if excerpt else "")
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _keys(node: Any, root: dict[str, Any], seen: frozenset[str] = frozenset()) -> set[str]:
+    """The keys a schema object allows: its own ``properties`` and those of what it refers to
+    (``$ref``) or combines (``allOf``, ``anyOf``, ``oneOf``): an ``expect`` takes the reply
+    fields it refers to besides its own ``should``."""
+    if not isinstance(node, dict):
+        return set()
+    found = set(node.get("properties", {}))
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/") and ref not in seen:
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        found |= _keys(target, root, seen | {ref})
+    for combined in ("allOf", "anyOf", "oneOf"):
+        for branch in node.get(combined, []):
+            found |= _keys(branch, root, seen)
+    return found
+
+
+def _closest_first(unknown: str, allowed: set[str]) -> list[str]:
+    return sorted(allowed, key=lambda k: (-difflib.SequenceMatcher(None, unknown, k).ratio(), k))
+
+
+def _describe(error: jsonschema.ValidationError, root: dict[str, Any] | None = None) -> str:
     """A schema error in words a scenario author can act on."""
     path = "/".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties" or error.validator == "unevaluatedProperties":
-        allowed = (
-            sorted(error.schema.get("properties", {})) if isinstance(error.schema, dict) else []
+        allowed = _keys(error.schema, root or {}) if isinstance(error.schema, dict) else set()
+        unexpected = re.findall(r"'([^']+)'", error.message.partition("(")[2])
+        if not allowed or not unexpected:
+            return f"at {path}: {error.message}"
+        names = ", ".join(f"'{u}'" for u in unexpected)
+        ordered = _closest_first(unexpected[0], allowed)
+        guess = difflib.get_close_matches(unexpected[0], allowed, n=1)
+        did_you_mean = f" (did you mean '{guess[0]}'?)" if guess else ""
+        what = (
+            "was unexpected, an unknown key"
+            if len(unexpected) == 1
+            else "were unexpected, unknown keys"
         )
-        hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
-        return f"at {path}: {error.message}{hint}"
+        return (
+            f"at {path}: {names} {what}{did_you_mean}; valid keys here, closest first: "
+            f"{', '.join(ordered)}"
+        )
     if error.validator == "required":
         return f"at {path}: {error.message}"
     if error.validator in ("oneOf", "anyOf") and error.context:
@@ -123,10 +159,10 @@ def _schema_problems(doc: Any, text: str, name: str) -> list[str]:
         path = list(error.absolute_path)
         location = locate(doc, path)
         if error.validator in ("additionalProperties", "unevaluatedProperties"):
-            unexpected = re.findall(r"'([^']+)' (?:was|were) unexpected", error.message)
+            unexpected = re.findall(r"'([^']+)'", error.message.partition("(")[2])
             if unexpected:
                 location = key_location(doc, path, unexpected[0]) or location
-        problems.append(_problem(text, location, _describe(error)))
+        problems.append(_problem(text, location, _describe(error, schema(name))))
     return problems
 
 

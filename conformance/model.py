@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -133,18 +134,6 @@ class Step:
     # scenario about two rules charges each step's failure to its own.
     checks: str = ""
 
-    def describe(self) -> str:
-        if self.name:
-            return self.name
-        if self.args is None or self.args == {}:
-            return self.kind
-        return f"{self.kind} {_short(self.args)}"
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
 
 @dataclass(frozen=True)
 class Scenario:
@@ -222,12 +211,16 @@ class Profile:
             return None
         return self.recipient_pattern.replace("{n}", str(n))
 
+    @functools.cached_property
+    def _listed(self) -> frozenset[str]:
+        """The listed recipients, normalized once (a profile may list a hundred)."""
+        return frozenset(_norm(r) for r in self.recipients)
+
     def may_receive(self, address: str) -> bool:
         """Whether the harness may send DATA to ``address`` (domain compared without case)."""
         local, _, domain = address.rpartition("@")
         wanted = f"{local}@{domain.lower().rstrip('.')}"
-        listed = {_norm(r) for r in self.recipients}
-        if wanted in listed:
+        if wanted in self._listed:
             return True
         if self.recipient_pattern is None:
             return False

@@ -26,6 +26,16 @@ def _may_fail_login(steps: tuple[Step, ...]) -> bool:
     return False
 
 
+def failing_logins(steps: tuple[Step, ...]) -> int:
+    """How many logins of these steps may fail (a repeat's counted once: only destructive
+    scenarios repeat logins, and they hold the target alone)."""
+    return sum(
+        (1 if s.kind in ("auth", "login") and expects_failed_login(s) else 0)
+        + (failing_logins(s.steps) if s.kind == "repeat" else 0)
+        for s in steps
+    )
+
+
 def consumes_budget(scenario: Scenario) -> bool:
     """True when the scenario may make a failed login (destructive ones aside: they hold the
     target alone anyway)."""

@@ -28,6 +28,11 @@ _B64_TOKEN = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}")
 class Redactor:
     def __init__(self, secrets: list[str] | None = None) -> None:
         self._secrets: list[str] = []
+        # For each secret, the base64 of its whole 3-octet groups at each of the 3 alignments
+        # it can have in a decoded token: a token that decodes to text holding the secret
+        # holds one of them (base64 encodes each group on its own), so a line holding none
+        # needs no decoding. None: a secret too short (or odd) to be screened that way.
+        self._cores: list[str] | None = []
         for secret in secrets or []:
             self.add(secret)
 
@@ -35,8 +40,15 @@ class Redactor:
         if secret and len(secret) >= 4 and secret not in self._secrets:
             self._secrets.append(secret)
             self._secrets.sort(key=len, reverse=True)
+            cores = _base64_cores(secret)
+            if cores is None or self._cores is None:
+                self._cores = None
+            else:
+                self._cores += cores
 
     def _decodes_to_secret(self, token: str) -> bool:
+        if self._cores is not None and not any(core in token for core in self._cores):
+            return False
         padded = token + "=" * (-len(token) % 4)
         try:
             decoded = base64.b64decode(padded, validate=True).decode("utf-8", "replace")
@@ -48,10 +60,28 @@ class Redactor:
         if not self._secrets:
             return text
         for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        if self._cores is not None and not any(core in text for core in self._cores):
+            return text
         return _B64_TOKEN.sub(
             lambda m: REDACTED if self._decodes_to_secret(m.group(0)) else m.group(0), text
         )
+
+
+def _base64_cores(secret: str) -> list[str] | None:
+    """What the base64 of any text holding ``secret`` must contain, at the secret's three
+    possible alignments to base64's 3-octet groups; None when a screen cannot be made."""
+    if "\ufffd" in secret:
+        return None  # a decoded replacement character could stand for other octets
+    data = secret.encode("utf-8")
+    cores = []
+    for skip in range(3):
+        whole = (len(data) - skip) // 3 * 3
+        if whole <= 0:
+            return None
+        cores.append(base64.b64encode(data[skip : skip + whole]).decode("ascii"))
+    return cores
 
 
 @dataclass(frozen=True)

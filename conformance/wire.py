@@ -91,7 +91,8 @@ class Connection:
         """Connect; raises ``TimeoutError`` or ``OSError``."""
         loop = asyncio.get_running_loop()
         protocol = _Protocol(ReplyReader())
-        await asyncio.wait_for(loop.create_connection(lambda: protocol, host, port), timeout)
+        async with asyncio.timeout(timeout):
+            await loop.create_connection(lambda: protocol, host, port)
         return cls(protocol)
 
     @property
@@ -157,7 +158,10 @@ class Connection:
             if remaining <= 0:
                 raise TimeoutError
             try:
-                await asyncio.wait_for(self._protocol.changed(), remaining)
+                # Awaited in this task (asyncio.timeout): wait_for would wake it through a
+                # second future, one more turn of the event loop for every reply.
+                async with asyncio.timeout(remaining):
+                    await self._protocol.changed()
             except TimeoutError:
                 reply = self._protocol.reader.next_reply()
                 if reply is not None:
@@ -181,7 +185,8 @@ class Connection:
             if remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(self._protocol.changed(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._protocol.changed()
             except TimeoutError:
                 return self._protocol.lost
         return True

@@ -3,17 +3,23 @@ paths, pytest options passed through, list and --version, interruption (issue 10
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import yaml
+
+from reference_server.session import AnypostSMTP
 
 from ..plugin.test_plugin import write_profile
 from ..support import KEYS, ServerThread, make_config, running
@@ -153,6 +159,104 @@ def test_cli_version_and_list() -> None:
     assert "starttls " not in done.stdout
     done = cli("list", "--bogus")
     assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
+
+
+class RecordingSMTP(AnypostSMTP):
+    """The reference server's session, recording the commands it receives, per session; the
+    first MAIL of the server's life is answered only once the client sends something more (or
+    closes, or HOLD seconds pass), holding that session open mid-scenario."""
+
+    HOLD = 30.0
+    sessions: ClassVar[list[RecordingSMTP]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+    held: ClassVar[threading.Event] = threading.Event()
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.commands: list[str] = []
+        self.closed = False
+        with self.lock:
+            self.sessions.append(self)
+        self._smtp_methods = {
+            name: self._recorded(name, method) for name, method in self._smtp_methods.items()
+        }
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.sessions = []
+        cls.held = threading.Event()
+
+    def _recorded(
+        self, name: str, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[[str | None], Awaitable[None]]:
+        async def recorded(arg: str | None) -> None:
+            with self.lock:
+                self.commands.append(name)
+                hold = name == "MAIL" and not self.held.is_set()
+                if hold:
+                    self.held.set()
+            if hold:
+                await self._until_client_speaks()
+            await method(arg)
+
+        return recorded
+
+    async def _until_client_speaks(self) -> None:
+        deadline = self.loop.time() + self.HOLD
+        while self.loop.time() < deadline:
+            if getattr(self._reader, "_buffer", None) or self.transport is None:
+                return  # a next line has arrived (read after this reply), or the client left
+            if self.transport.is_closing():
+                return
+            await asyncio.sleep(0.01)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        with self.lock:
+            self.closed = True
+        super().connection_lost(error)
+
+    @classmethod
+    def holding(cls) -> RecordingSMTP:
+        with cls.lock:
+            return next(s for s in cls.sessions if s.commands and s.commands[-1] == "MAIL")
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_cli_interrupted_ends_the_open_session_with_quit(
+    tmp_path: Path, keys_env: dict[str, str], signum: int, workers: str
+) -> None:
+    """Stopped while a scenario waits for a slow reply (with -n 0 and -n 2): the server
+    receives QUIT on that session before it ends, the reports are written and marked
+    interrupted, and the exit code is 130."""
+    config = make_config(tmp_path, auth_failure_threshold=3, auth_failure_cooldown=1.0)
+    reports = tmp_path / "reports"
+    RecordingSMTP.reset()
+    with running(config, smtp_class=RecordingSMTP) as server:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "conformance", "run"),
+                *("--target", str(write_profile(tmp_path, server))),
+                *("--report-dir", str(reports), "--tag", "auth", str(CATALOGUE)),
+                *(("-n", workers) if workers != "0" else ()),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **keys_env},
+        )
+        assert RecordingSMTP.held.wait(120), "no scenario sent MAIL"
+        held = RecordingSMTP.holding()
+        process.send_signal(signum)
+        out, _ = process.communicate(timeout=90)
+        with RecordingSMTP.lock:  # the server has seen that session end, with QUIT
+            commands, closed = list(held.commands), held.closed
+    assert closed and commands[-2:] == ["MAIL", "QUIT"], commands
+    assert process.returncode == 130, out
+    assert "INTERRUPTED" in out
+    report = json.loads((reports / "conformance.json").read_text())
+    assert report["run"]["interrupted"] is True
+    assert (reports / "junit.xml").is_file()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -247,3 +247,34 @@ def test_engine_message_budget_stops_sending(server: ServerThread) -> None:
     profile = profile_for(server.port, server.ca, budget_messages=0)
     outcome = run(scenario("starttls/authenticated-submission"), profile)
     assert outcome.verdict is Verdict.NOT_VERIFIED and "message budget" in outcome.reason
+
+
+def test_engine_waits_the_budget_out_before_the_session_not_inside_it(tmp_path: Path) -> None:
+    """A target that closes idle sessions sooner than its cooldown ends (RFC 5321 §4.5.3.2
+    lets it): a scenario whose failed login must wait the cooldown out waits before it
+    connects, so its session is never idled out and the login is judged."""
+    from ..support import make_config, running
+
+    cooldown = 2.5
+    config = make_config(
+        tmp_path, auth_failure_threshold=3, auth_failure_cooldown=cooldown, idle_timeout=1.0
+    )
+    chosen = scenario("auth/wrong-username-refused")
+    with running(config) as target:
+        profile = profile_for(
+            target.port,
+            target.ca,
+            limits={"auth_failure_threshold": 3.0, "auth_failure_cooldown": cooldown},
+        )
+
+        async def four() -> list[Any]:
+            # The budget admits 2 failed logins per cooldown: the third waits it out.
+            return [await run_scenario(chosen, profile, "submission") for _ in range(4)]
+
+        started = time.monotonic()
+        outcomes = asyncio.run(four())
+        elapsed = time.monotonic() - started
+    assert elapsed >= cooldown, "no run waited on the budget: the test proves nothing"
+    for outcome in outcomes:
+        assert outcome.verdict is Verdict.PASSED, outcome.summary()
+        assert "Idle timeout" not in outcome.transcript.render()

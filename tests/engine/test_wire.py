@@ -247,6 +247,39 @@ def test_wire_step_labels_read_like_the_exchange(server: Any) -> None:
     assert titles[-1] == f"MAIL FROM:<probe@{VERIFIED}>" and "{" not in " ".join(titles)
 
 
+def test_wire_every_step_kind_label_reads_like_the_exchange(server: Any) -> None:
+    # connect, wait, and the commands: labels say what went on the wire or what was done,
+    # never a dict of the step's arguments.
+    def step(kind: str, args: Any) -> Step:
+        return Step(kind, args, Expectation(DEFAULT_EXPECT[kind] or ReplyMatch()), HERE)
+
+    s = _session(
+        step("starttls", None),
+        step("ehlo", "client.test"),
+        step("wait", {"for": 0.05}),
+        step("wait", {"for": "cooldown"}),
+        step("rset", None),
+        step("raw", {"send": "NOOP\\r\\nNOOP\\r\\n", "replies": 2}),
+        step("raw", {"send": "", "replies": 0}),
+        step("quit", None),
+    )
+    limits = {"auth_failure_cooldown": 0.1, "auth_failure_threshold": 20.0}
+    outcome = run(s, profile_for(server.port, server.ca, limits=limits))
+    assert outcome.verdict is Verdict.PASSED, outcome.summary()
+    assert [r.title for r in outcome.steps_run] == [
+        f"connect 127.0.0.1:{server.port}",
+        "EHLO client.test",
+        "STARTTLS",
+        "EHLO client.test",
+        "wait 0.05s",
+        "wait out the auth-failure cooldown (0.6s)",
+        "RSET",
+        "NOOP (+1 more lines)",
+        "raw: nothing sent, listening for a reply no command asked for",
+        "QUIT",
+    ]
+
+
 def test_wire_composite_step_names_its_failing_command(server: Any) -> None:
     s = scenario("auth/send-only-key-plain")
     login = s.steps[0]

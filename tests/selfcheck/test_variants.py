@@ -172,3 +172,31 @@ def test_reference_passes_what_each_variant_fails(reference: ServerThread) -> No
         if verdict is not Verdict.PASSED
     }
     assert not bad, "\n".join(bad.values())
+
+
+@pytest.mark.parametrize("name", [None, "no-stripping"])
+def test_observe_step_label_reads_like_the_check(name: str | None, tmp_path: Path) -> None:
+    # The observe step is named by what it checked of which delivered copy, never by a dict
+    # of its arguments; a failure of it carries that label and its file:line.
+    server = start(name, tmp_path)
+    try:
+        s = catalogue()["headers/stripped-before-delivery"]
+        outcome = asyncio.run(run_scenario(s, profile(server), "submission"))
+    finally:
+        server.stop()
+    observe = next(st for st in s.steps if st.kind == "observe")
+    titles = [r.title for r in outcome.steps_run]
+    assert titles[-1].startswith("observe the delivered copy of <"), titles
+    assert titles[-1].endswith(
+        ">: lacks X-Anypost-Tag, X-Anypost-Tags, X-Anypost-Topic, X-Campaign; "
+        "has X-Other, From, Subject; body contains 'Headers stripped.'"
+    ), titles[-1]
+    assert "{" not in " ".join(titles)
+    if name is None:
+        assert outcome.verdict is Verdict.PASSED, outcome.summary()
+        return
+    [failure] = outcome.failures
+    assert failure.step == titles[-1], outcome.summary()
+    where = observe.location
+    assert failure.location.endswith(f"control.scenario.yaml:{where.line}:{where.column}")
+    assert "lack X-Anypost-Tag" in failure.problems[0], failure.problems

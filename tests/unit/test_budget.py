@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -78,3 +79,27 @@ def test_budget_block_and_message_budget() -> None:
         budget.spend_message()
     with pytest.raises(BudgetError, match="first failed login"):
         asyncio.run(TargetBudget("one", threshold=1, cooldown=1, messages=1).before_failing_login())
+
+
+def test_message_budget_is_exact_across_concurrent_workers() -> None:
+    # Eight workers (threads, each with its own budget object, as xdist workers have) spend
+    # 40 messages against a budget of 25: exactly 25 are admitted, whatever the interleaving.
+    admitted: list[int] = []
+
+    def worker() -> None:
+        budget = TargetBudget("shared", threshold=None, cooldown=None, messages=25, run_id="r")
+        for _ in range(5):
+            try:
+                budget.spend_message()
+                admitted.append(1)
+            except BudgetError:
+                pass
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(admitted) == 25
+    # Another run of the same target has a budget of its own.
+    TargetBudget("shared", threshold=None, cooldown=None, messages=25, run_id="r2").spend_message()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -94,6 +96,22 @@ def test_registry_reports_ids_seen_earlier_in_the_run(
     assert IdRegistry("target", run_id="run-1").claim(["email_b", "email_c"]) == {"email_b"}
     assert IdRegistry("target", run_id="run-2").claim(["email_a"]) == set()
     assert IdRegistry("other-target", run_id="run-1").claim(["email_a"]) == set()
+
+
+def test_registry_sees_what_another_process_claimed_after_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This process keeps what it read of the file; ids another worker (a process of its own)
+    # appends later must still be seen.
+    monkeypatch.setenv("ANYPOST_CONFORMANCE_STATE", str(tmp_path))
+    assert IdRegistry("t", run_id="r").claim(["email_mine"]) == set()
+    code = (
+        "from conformance.idregistry import IdRegistry;"
+        "print(sorted(IdRegistry('t', run_id='r').claim(['email_mine', 'email_theirs'])))"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == "['email_mine']"
+    assert IdRegistry("t", run_id="r").claim(["email_theirs", "email_new"]) == {"email_theirs"}
 
 
 def test_registry_claims_from_threads_never_lose_an_id(

@@ -96,6 +96,23 @@ def test_loader_errors_point_at_the_yaml(
     assert "^" in text  # the excerpt marks the column
 
 
+def test_loader_unknown_expect_key_is_named_with_the_valid_keys_closest_first(
+    tmp_path: Path,
+) -> None:
+    # expect takes the reply fields it refers to besides its own should: a misspelled one is
+    # named where it stands, with every valid key, the closest first.
+    text = problem(tmp_path, GOOD.replace("expect: {code: 250}", "expect: {code: 250, clas: 5}"))
+    assert "x.scenario.yaml:9:29:" in text, text
+    assert "'clas' was unexpected" in text and "did you mean 'class'?" in text, text
+    keys = text.split("closest first: ")[1].split("\n")[0].split(", ")
+    assert keys[0] == "class" and {"code", "text", "ids", "closed", "should"} <= set(keys), keys
+    nested = problem(
+        tmp_path, GOOD.replace("expect: {code: 250}", "expect: {should: {enhancd: '2.0.0'}}")
+    )
+    keys = nested.split("closest first: ")[1].split("\n")[0].split(", ")
+    assert keys[0] == "enhanced" and "should" not in keys and "code" in keys, nested
+
+
 def test_loader_reports_every_problem_at_once(tmp_path: Path) -> None:
     text = problem(
         tmp_path, GOOD.replace("level: MUST", "level: NO").replace("{code: 250}", "{cod: 250}")

@@ -38,6 +38,18 @@ def test_redactor_never_lets_a_secret_through(
         assert secret not in out and plain not in out and login not in out
 
 
+@given(secret=secrets_, head=st.binary(max_size=8), tail=st.binary(max_size=8))
+def test_redactor_finds_a_secret_at_any_offset_of_a_base64_token(
+    secret: str, head: bytes, tail: bytes
+) -> None:
+    # The redactor screens lines by the base64 of the secret at each of its three alignments
+    # before decoding anything: a secret at any offset, with any octets around it, is caught.
+    token = base64.b64encode(head + secret.encode() + tail).decode()
+    for text in (f"AUTH PLAIN {token}", token, f"{token.rstrip('=')} x"):
+        out = Redactor(["another_key_value", secret])(text)
+        assert token.rstrip("=") not in out and "<redacted>" in out
+
+
 header_name = st.sampled_from(
     ["Subject", "X-Anypost-Tag", "x-campaign", "X-Other", "X-ANYPOST-TOPIC"]
 )
