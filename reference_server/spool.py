@@ -82,15 +82,18 @@ class _Job:
         self.parts = parts
         self.loop = loop
         self.future = future
-        self.event = threading.Event()
+        # A thread waits on an event; a session's future needs none (nor its lock).
+        self.event = threading.Event() if future is None else None
         self.tmp = ""
         self.size = 0
         self.paths: list[Path] = []
         self.error: BaseException | None = None
 
     def settle(self) -> None:
-        """In the waiter's own loop (or any thread, for a thread's event)."""
-        self.event.set()
+        """Tell the waiter: called in the session's own event loop, or in the writer for a
+        waiting thread."""
+        if self.event is not None:
+            self.event.set()
         if self.future is None or self.future.done():  # done: the session went away
             return
         if self.error is not None:
@@ -141,6 +144,7 @@ class Spool:
         blocks until it is (for tools and tests; sessions use ``store_async``)."""
         job = _Job(submission, parts)
         self._enqueue(job)
+        assert job.event is not None
         job.event.wait()
         if job.error is not None:
             raise job.error
