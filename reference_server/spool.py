@@ -1,27 +1,44 @@
-"""Durable delivery: one Maildir per recipient and an SQLite event log, both written before 250.
+"""Durable delivery: one Maildir per recipient and an SQLite event log, durable before 250.
 
-The message is written once to ``spool/tmp``, fsynced, then hard-linked into each recipient's
-``Maildir/new`` (a link appears whole or not at all), the directories are fsynced, and the event
-rows are committed with ``synchronous=FULL``. Only then does the caller answer 250, so a crash
-or SIGTERM never loses a message the client was told was accepted. Messages that arrive
-together are made durable together (``Spool``): one directory fsync and one commit for all.
+The message and its event rows are committed in one SQLite transaction (write-ahead log,
+``synchronous=FULL``): the message sits in the ``journal`` table until its Maildir copy is on
+disk. Only after that commit is the message written into the Maildirs (one file, hard-linked
+into each recipient's ``new/``; a link appears whole or not at all) and the caller told, so the
+caller answers 250 after exactly one sync, and a crash or power loss never loses a message
+the client was told was accepted: at the next start the journal writes back any copy that is
+missing or short (``Spool._recover``).
+
+A second thread makes the Maildir copies durable in the background (file and directory
+fsyncs, every ``sync_interval`` seconds) and only then lets their journal rows go. A reader
+that consumed a copy in the short window before that sync may see it again after a power
+loss: delivery is at least once, never zero times.
+
+Why the journal and not an fsync of each file: a new file needs its data, its inode and its
+directory entry synced, three syncs in a row (file, directory, then the event log's commit)
+of which two were on every 250's path; one commit that overwrites an already allocated
+write-ahead log is one sync, about a third of the time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from .headers import ControlValues
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -37,8 +54,19 @@ CREATE TABLE IF NOT EXISTS events (
     size INTEGER NOT NULL,
     path TEXT NOT NULL,
     created_at REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY,
+    targets TEXT NOT NULL,
+    body BLOB NOT NULL
+);
 """
+
+# Keep the write-ahead log's file allocated between checkpoints: a commit that overwrites
+# allocated blocks syncs data only, one that grows the file syncs its size too.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+SYNC_INTERVAL = 0.2  # seconds a Maildir copy may wait for its fsync (it is in the journal)
+SYNC_BATCH = 512  # copies that start a sync before the interval is up
 
 
 @dataclass(frozen=True)
@@ -59,17 +87,76 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        found: Callable[[int], int] | None = getattr(
+            ctypes.CDLL(None, use_errno=True), "syncfs", None
+        )
+        return found
+    except OSError:
+        return None
+
+
+# Linux's syncfs(2): the whole file system's dirty data and metadata in one call, one journal
+# commit for every copy and directory entry of a sync round instead of one per fsync.
+_SYNCFS = _load_syncfs()
+
+
+def _syncfs(path: Path) -> None:
+    assert _SYNCFS is not None
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _SYNCFS(fd) != 0:
+            code = ctypes.get_errno() or errno.EIO
+            raise OSError(code, f"syncfs: {os.strerror(code)}", str(path))
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def mailbox_dir(spool: Path, recipient: str) -> Path:
     local, _, domain = recipient.rpartition("@")
     # The local part stays case-sensitive (RFC 5321 §2.4); quoting keeps it inside the spool.
     return spool / "maildir" / quote(f"{local}@{domain.lower()}", safe="@._+-")
 
 
+def _find_copy(target: Path) -> Path | None:
+    """Where a Maildir copy is now: still in ``new/``, or moved by a reader into ``cur/``
+    under the same name with its flags appended (``name:2,S``)."""
+    if target.exists():
+        return target
+    cur = target.parent.parent / "cur"
+    with contextlib.suppress(OSError), os.scandir(cur) as entries:
+        for entry in entries:
+            if entry.name.startswith(target.name + ":"):
+                return Path(entry.path)
+    return None
+
+
 class _Job:
     """One message waiting for the writer, and who waits for it: a session's future on its
     event loop, or a thread's event."""
 
-    __slots__ = ("error", "event", "future", "loop", "parts", "paths", "size", "submission", "tmp")
+    __slots__ = (
+        "error",
+        "event",
+        "future",
+        "loop",
+        "name",
+        "parts",
+        "paths",
+        "seq",
+        "size",
+        "submission",
+        "targets",
+    )
 
     def __init__(
         self,
@@ -84,8 +171,10 @@ class _Job:
         self.future = future
         # A thread waits on an event; a session's future needs none (nor its lock).
         self.event = threading.Event() if future is None else None
-        self.tmp = ""
+        self.name = ""
         self.size = 0
+        self.seq = 0
+        self.targets = ""
         self.paths: list[Path] = []
         self.error: BaseException | None = None
 
@@ -103,39 +192,59 @@ class _Job:
 
 
 class Spool:
-    """The store, with one writer thread that takes every message waiting and makes the lot
-    durable together: each message file written and fsynced, then linked into its Maildirs,
-    then one fsync per directory touched, then one SQLite transaction for every row. A message
-    is settled only after all of that, so every 250 still follows its own fsyncs.
+    """The store, with two threads.
+
+    The writer takes every message waiting and commits the lot in one transaction (message
+    bodies into the journal, event rows into the log), then writes the Maildir copies without
+    syncing them and settles each message: every 250 follows the commit that holds its
+    message. The syncer fsyncs those copies and their directories in the background, then
+    marks their journal rows for deletion, which the writer folds into its next commit.
 
     One writer rather than a thread per session: twenty sessions storing at once spent more
     CPU handing the GIL and futexes between threads than writing, and each needed its own
     wake-up of the event loop; the writer wakes each loop once per batch.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sync_interval: float = SYNC_INTERVAL) -> None:
         self.root = root
+        self.sync_interval = sync_interval
         (root / "tmp").mkdir(parents=True, exist_ok=True)
         (root / "maildir").mkdir(parents=True, exist_ok=True)
         self.db_path = root / "events.sqlite3"
-        self._tmp_dir = str(root / "tmp")
-        self._made_dirs: set[Path] = set()
+        self._boxes: dict[str, tuple[str, str, str]] = {}
+        self._pid = os.getpid()
         self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(SCHEMA)
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        self._db.executescript(SCHEMA)
+        self.recovered = self._recover()
         self._jobs: list[_Job] = []
         self._wake = threading.Condition()
         self._closing = False
+        self._synced_seq = 0  # journal rows up to here have durable Maildir copies
+        self._deleted_seq = 0  # and up to here are gone from the journal
+        self._unsynced: list[tuple[int, list[Path]]] = []
+        self._sync_wake = threading.Condition()
+        self._sync_closing = False
         self._writer = threading.Thread(target=self._run, name="spool-writer", daemon=True)
+        self._syncer = threading.Thread(target=self._sync_run, name="spool-syncer", daemon=True)
         self._writer.start()
+        self._syncer.start()
 
     def close(self) -> None:
-        """Store what is waiting, then stop the writer and close the event log."""
+        """Store what is waiting, make every Maildir copy durable, empty the journal, then
+        stop both threads and close the event log."""
         with self._wake:
             self._closing = True
             self._wake.notify()
         self._writer.join()
+        with self._sync_wake:
+            self._sync_closing = True
+            self._sync_wake.notify()
+        self._syncer.join()
+        with contextlib.suppress(sqlite3.Error):  # the journal stays; the next start replays
+            self._forget_synced()
         self._db.close()
 
     # --- the two ways in ---------------------------------------------------------------------
@@ -171,10 +280,20 @@ class Spool:
         while True:
             with self._wake:
                 while not self._jobs and not self._closing:
-                    self._wake.wait()
-                if not self._jobs:
+                    if self._synced_seq > self._deleted_seq:
+                        # Synced rows wait for the next commit; with no message coming, go
+                        # without one rather than keep bodies in the journal.
+                        if not self._wake.wait(timeout=self.sync_interval) and not self._jobs:
+                            break
+                    else:
+                        self._wake.wait()
+                if not self._jobs and self._closing:
                     return
                 batch, self._jobs = self._jobs, []
+            if not batch:
+                with contextlib.suppress(sqlite3.Error):  # tried again with the next commit
+                    self._forget_synced()
+                continue
             try:
                 self._write_batch(batch)
             except BaseException as exc:  # never leave a session waiting
@@ -185,86 +304,241 @@ class Spool:
     def _write_batch(self, batch: list[_Job]) -> None:
         for job in batch:
             try:
+                self._prepare(job)
+            except Exception as exc:
+                job.error = exc
+        ready = [job for job in batch if job.error is None]
+        if not ready:
+            return
+        try:
+            self._commit(ready)
+        except Exception as exc:
+            for job in ready:
+                job.error = exc
+            return
+        # Durable from here on: the copies are written from memory, the journal has them.
+        undo: list[_Job] = []
+        for job in ready:
+            try:
                 self._write_file(job)
             except Exception as exc:
                 job.error = exc
-        # Link only what is durable: a crash now leaves whole messages or none in new/.
-        dirs: dict[Path, list[_Job]] = {}
-        for job in batch:
-            if job.error is None:
-                try:
-                    self._link(job, dirs)
-                except Exception as exc:
-                    job.error = exc
-        for directory, jobs in dirs.items():
-            try:
-                _fsync_dir(directory)  # after every link into it in this batch
-            except Exception as exc:
-                for job in jobs:
-                    job.error = job.error or exc
-        for job in batch:
-            if job.tmp:
-                with contextlib.suppress(OSError):
-                    os.unlink(job.tmp)
-        stored = [job for job in batch if job.error is None]
-        if stored:
-            try:
-                self._write_rows([row for job in stored for row in _rows(job)])
-            except Exception as exc:
-                for job in stored:
-                    job.error = exc
-        for job in batch:
-            if job.error is not None:
-                # The client is told 451: nothing of the message stays to be delivered.
-                for path in job.paths:
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                job.paths = []
+                undo.append(job)
+        if undo:
+            self._take_back(undo)
+        written = [(job.seq, job.paths) for job in ready if job.error is None]
+        if written:
+            with self._sync_wake:
+                was_empty = not self._unsynced
+                self._unsynced.extend(written)
+                if was_empty or len(self._unsynced) >= SYNC_BATCH:
+                    self._sync_wake.notify()
+
+    def _box(self, recipient: str) -> tuple[str, str, str]:
+        """A recipient's Maildir, made on first use: its ``tmp/`` and ``new/`` folders, and
+        ``new/`` relative to the spool (for the journal); strings, as the hot path joins them."""
+        box = self._boxes.get(recipient)
+        if box is None:
+            path = mailbox_dir(self.root, recipient)
+            for part in ("tmp", "new", "cur"):
+                (path / part).mkdir(parents=True, exist_ok=True)
+            box = (str(path / "tmp"), str(path / "new"), str((path / "new").relative_to(self.root)))
+            self._boxes[recipient] = box
+        return box
+
+    def _prepare(self, job: _Job) -> None:
+        sub = job.submission
+        job.name = f"{time.time():.6f}.{sub.ids[0]}.{self._pid}"
+        job.size = sum(memoryview(part).nbytes for part in job.parts)
+        targets = []
+        for recipient, email_id in zip(sub.recipients, sub.ids, strict=True):
+            _, new, relative = self._box(recipient)
+            job.paths.append(Path(f"{new}/{job.name}.{email_id}"))
+            targets.append(f"{relative}/{job.name}.{email_id}")
+        job.targets = json.dumps(targets)
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        """One transaction for the batch: each body into the journal, each copy's event row,
+        and the journal rows the syncer has made redundant since the last commit."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for job in jobs:
+                # Written in place from the session's buffers: a 5 MB message is not copied
+                # into one more 5 MB string on its way in.
+                cursor = db.execute(
+                    "INSERT INTO journal (targets, body) VALUES (?, zeroblob(?))",
+                    (job.targets, job.size),
+                )
+                job.seq = cursor.lastrowid or 0
+                with db.blobopen("journal", "body", job.seq) as blob:
+                    for part in job.parts:
+                        blob.write(part)
+            db.executemany(
+                "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [row for job in jobs for row in _rows(job)],
+            )
+            forget = self._synced_seq
+            if forget > self._deleted_seq:
+                db.execute("DELETE FROM journal WHERE seq <= ?", (forget,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        if forget > self._deleted_seq:
+            self._deleted_seq = forget
 
     def _write_file(self, job: _Job) -> None:
-        sub = job.submission
-        name = f"{time.time():.6f}.{sub.ids[0]}.{os.getpid()}"
-        job.tmp = os.path.join(self._tmp_dir, name)
-        fd = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        """The Maildir copies: one file written in the first recipient's ``tmp/``, linked into
+        every other recipient's ``new/`` and renamed into the first's (a copy appears whole or
+        not at all); not synced here (the syncer does it; the journal covers the meantime)."""
+        first, *others = job.paths
+        tmp = f"{self._box(job.submission.recipients[0])[0]}/{first.name}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        linked: list[Path] = []
         try:
-            for part in job.parts:
-                view = memoryview(part)
-                while view:
-                    written = os.write(fd, view)
-                    job.size += written
-                    view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                for part in job.parts:
+                    view = memoryview(part)
+                    while view:
+                        view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            for target in others:
+                os.link(tmp, target)
+                linked.append(target)
+            os.rename(tmp, first)
+        except BaseException:
+            leftovers: list[str | Path] = [*linked, tmp]
+            for path in leftovers:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
         job.parts = ()  # the session may free its buffer
 
-    def _link(self, job: _Job, dirs: dict[Path, list[_Job]]) -> None:
-        name = os.path.basename(job.tmp)
-        for recipient, email_id in zip(job.submission.recipients, job.submission.ids, strict=True):
-            box = mailbox_dir(self.root, recipient)
-            if box not in self._made_dirs:
-                for sub in ("tmp", "new", "cur"):
-                    (box / sub).mkdir(parents=True, exist_ok=True)
-                self._made_dirs.add(box)
-            target = box / "new" / f"{name}.{email_id}"
-            os.link(job.tmp, target)
-            job.paths.append(target)
-            dirs.setdefault(box / "new", []).append(job)
-
-    def _write_rows(self, rows: list[tuple[object, ...]]) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _take_back(self, jobs: list[_Job]) -> None:
+        """Messages committed but not written to their Maildirs: the client is told 451, so
+        nothing of them may stay to be delivered, now or by the journal at the next start."""
         try:
-            self._db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "DELETE FROM journal WHERE seq = ?", [(job.seq,) for job in jobs]
+                )
+                self._db.executemany(
+                    "DELETE FROM events WHERE email_id = ?",
+                    [(email_id,) for job in jobs for email_id in job.submission.ids],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            log.exception("could not take back %d failed message(s) from the journal", len(jobs))
+        for job in jobs:
+            job.paths = []
+            job.parts = ()
+
+    def _forget_synced(self) -> None:
+        forget = self._synced_seq
+        if forget <= self._deleted_seq:
+            return
+        self._db.execute("DELETE FROM journal WHERE seq <= ?", (forget,))
+        self._deleted_seq = forget
+
+    # --- the syncer --------------------------------------------------------------------------
+    def _sync_run(self) -> None:
+        while True:
+            with self._sync_wake:
+                if not self._unsynced and not self._sync_closing:
+                    self._sync_wake.wait()
+                if not self._sync_closing and len(self._unsynced) < SYNC_BATCH:
+                    # Let more copies gather: one sync round for many messages.
+                    self._sync_wake.wait(timeout=self.sync_interval)
+                work, self._unsynced = self._unsynced, []
+                closing = self._sync_closing
+            if work:
+                try:
+                    self._sync(work)
+                except Exception:
+                    # The journal keeps these messages; try them again with the next round
+                    # (before any later message, so no later mark can forget them).
+                    log.exception("could not sync %d message(s); the journal keeps them", len(work))
+                    with self._sync_wake:
+                        self._unsynced[:0] = work
+                    if closing:
+                        return  # the next start writes them back from the journal
+                else:
+                    with self._wake:
+                        self._synced_seq = max(self._synced_seq, work[-1][0])
+                        self._wake.notify()
+            if closing and not work:
+                return
+
+    def _sync(self, work: list[tuple[int, list[Path]]]) -> None:
+        if _SYNCFS is not None:
+            _syncfs(self.root)
+            return
+        dirs: set[Path] = set()
+        for _, paths in work:
+            # One inode for all of a message's links: one fsync, through whichever link a
+            # reader has not taken yet (a reader may have moved it to cur/ or deleted it).
+            for target in paths:
+                found = _find_copy(target)
+                if found is not None:
+                    _fsync_file(found)
+                    break
+            dirs.update(target.parent for target in paths)
+        for directory in dirs:
+            _fsync_dir(directory)
+
+    # --- the next start ----------------------------------------------------------------------
+    def _recover(self) -> int:
+        """Write back every journalled copy that is missing or short (a crash came before the
+        syncer made it durable), make them durable, then empty the journal. Returns how many
+        copies were written back."""
+        messages = written = 0
+        dirs: set[Path] = set()
+        # One message in memory at a time: a journal left by a busy server can be large.
+        for (seq,) in self._db.execute("SELECT seq FROM journal ORDER BY seq").fetchall():
+            targets, body = self._db.execute(
+                "SELECT targets, body FROM journal WHERE seq = ?", (seq,)
+            ).fetchone()
+            messages += 1
+            for relative in json.loads(targets):
+                target = self.root / relative
+                for part in ("tmp", "new", "cur"):
+                    (target.parent.parent / part).mkdir(parents=True, exist_ok=True)
+                found = _find_copy(target)
+                if found is not None and found.stat().st_size == len(body):
+                    _fsync_file(found)
+                    dirs.add(found.parent)
+                    continue
+                destination = found or target
+                tmp = target.parent.parent / "tmp" / target.name
+                tmp.write_bytes(body)
+                _fsync_file(tmp)
+                os.replace(tmp, destination)
+                dirs.add(destination.parent)
+                written += 1
+        if not messages:
+            return 0
+        for directory in dirs:
+            _fsync_dir(directory)
+        self._db.execute("DELETE FROM journal")
+        log.warning(
+            "journal: %d message(s) replayed after an unclean stop, %d Maildir copies written back",
+            messages,
+            written,
+        )
+        return written
 
 
 def _rows(job: _Job) -> list[tuple[object, ...]]:
     sub = job.submission
     now = time.time()
     tags = json.dumps(list(sub.control.tags))
+    size = job.size
     return [
         (
             email_id,
@@ -276,7 +550,7 @@ def _rows(job: _Job) -> list[tuple[object, ...]]:
             tags,
             sub.control.topic,
             sub.control.campaign,
-            job.size,
+            size,
             str(path),
             now,
         )

@@ -1,0 +1,250 @@
+"""The store's durability: every store returns only after the commit that holds its message,
+failures leave nothing to deliver, and the journal repairs what a crash lost."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reference_server import spool as spool_module
+from reference_server.headers import ControlValues
+from reference_server.spool import Spool, Submission, read_events
+
+
+def _submission(i: int, recipients: tuple[str, ...] = ("a@sink.test",)) -> Submission:
+    ids = tuple(f"email_{i:04d}_{n}" for n in range(len(recipients)))
+    return Submission("probe@acme.test", recipients, ids, "t", "k", ControlValues())
+
+
+def _body(i: int) -> bytes:
+    return b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i)
+
+
+def _journal(root: Path) -> dict[str, bytes]:
+    """The journal's bodies by their first target's file name, read as another process would."""
+    db = sqlite3.connect(root / "events.sqlite3")
+    try:
+        rows = db.execute("SELECT targets, body FROM journal").fetchall()
+    finally:
+        db.close()
+    return {Path(__import__("json").loads(t)[0]).name: bytes(b) for t, b in rows}
+
+
+def _copies(root: Path) -> list[Path]:
+    return sorted((root / "maildir").glob("*/new/*"))
+
+
+def test_every_store_returns_after_the_commit_that_holds_its_message(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    store = Spool(root, sync_interval=3600)  # no sync round: the journal keeps every body
+    commits: list[tuple[float, float, set[str]]] = []
+    real_commit = store._commit
+
+    def commit(jobs: list[Any]) -> None:
+        started = time.monotonic()
+        time.sleep(0.02)  # a slow disk, so stores pile up behind one commit
+        real_commit(jobs)
+        ids = {job.submission.ids[0] for job in jobs}
+        commits.append((started, time.monotonic(), ids))
+
+    store._commit = commit  # type: ignore[method-assign]
+    returned: dict[str, tuple[float, Path]] = {}
+
+    def one(i: int) -> None:
+        paths = store.store(_submission(i), [_body(i)])
+        returned[f"email_{i:04d}_0"] = (time.monotonic(), paths[0])
+        # Durable at return: the journal, read by another connection, holds the exact bytes.
+        assert _journal(root)[paths[0].name] == _body(i)
+        assert paths[0].read_bytes() == _body(i)
+
+    try:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            list(pool.map(one, range(60)))
+    finally:
+        store._commit = real_commit  # type: ignore[method-assign]
+        store.close()
+    assert 1 <= len(commits) < 60  # shared: fewer commits (syncs) than stores
+    for email_id, (at, _) in returned.items():
+        holding = [end for _, end, ids in commits if email_id in ids]
+        assert len(holding) == 1 and holding[0] <= at
+    assert len(read_events(root / "events.sqlite3")) == 60
+    assert len(_copies(root)) == 60
+    assert _journal(root) == {}  # close() synced the copies and let the journal go
+
+
+def test_a_failed_commit_leaves_nothing_to_deliver(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    store = Spool(root)
+
+    def locked(jobs: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    store._commit = locked  # type: ignore[method-assign]
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            store.store(_submission(1), [_body(1)])
+    finally:
+        store.close()
+    # The client is told 451: no copy to be delivered, now or by the journal at the next start.
+    assert _copies(root) == []
+    assert list(root.glob("maildir/*/tmp/*")) == []
+    assert read_events(root / "events.sqlite3") == []
+    assert _journal(root) == {}
+
+
+def test_a_failed_copy_does_not_fail_the_others_of_its_batch(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    store = Spool(root, sync_interval=3600)
+    real = store._write_file
+
+    def write_file(job: Any) -> None:
+        if job.submission.ids[0] == "email_0007_0":
+            raise OSError(28, "No space left on device")
+        time.sleep(0.005)  # a slow disk, so the others pile up into batches
+        real(job)
+
+    store._write_file = write_file  # type: ignore[method-assign]
+    outcomes: dict[int, str] = {}
+
+    def one(i: int) -> None:
+        try:
+            store.store(_submission(i), [_body(i)])
+            outcomes[i] = "stored"
+        except OSError as exc:
+            outcomes[i] = f"error {exc.errno}"
+
+    try:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            list(pool.map(one, range(20)))
+        # Taken back at once, not at close: a crash now must not deliver it from the journal.
+        assert len(_journal(root)) == 19
+    finally:
+        store.close()
+    assert outcomes[7] == "error 28"
+    assert {i for i, o in outcomes.items() if o == "stored"} == set(range(20)) - {7}
+    ids = {e["email_id"] for e in read_events(root / "events.sqlite3")}
+    assert ids == {f"email_{i:04d}_0" for i in range(20) if i != 7}
+    assert len(_copies(root)) == 19
+
+
+CRASHING_WRITER = """
+import os, sys
+from pathlib import Path
+from reference_server.headers import ControlValues
+from reference_server.spool import Spool, Submission
+store = Spool(Path(sys.argv[1]), sync_interval=3600)
+for i, recipients in enumerate([("a@sink.test",), ("b@sink.test", "c@sink.test"), ("d@sink.test",)]):
+    ids = tuple(f"email_{i}_{n}" for n in range(len(recipients)))
+    sub = Submission("probe@acme.test", recipients, ids, "t", "k", ControlValues())
+    store.store(sub, [b"Subject: %d\\r\\n\\r\\n" % i, b"body %d\\r\\n" % i])
+os._exit(0)  # the power goes: no close, no sync round
+"""
+
+
+def test_a_crash_before_the_sync_round_is_repaired_from_the_journal(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CRASHING_WRITER), str(root)], check=True, timeout=60
+    )
+    assert len(_journal(root)) == 3  # the crash left every body in the journal
+    copies = {p.name.rsplit(".", 1)[1]: p for p in _copies(root)}
+    # What the lost page cache did to the copies: one gone, one short, and one a reader had
+    # already moved to cur/ whole.
+    copies["email_0_0"].unlink()
+    copies["email_1_1"].write_bytes(b"")  # and its other link with it: one inode
+    taken = copies["email_2_0"]
+    os.rename(taken, taken.parent.parent / "cur" / f"{taken.name}:2,S")
+    store = Spool(root)
+    try:
+        assert store.recovered == 3
+    finally:
+        store.close()
+    assert copies["email_0_0"].read_bytes() == b"Subject: 0\r\n\r\nbody 0\r\n"
+    assert copies["email_1_1"].read_bytes() == b"Subject: 1\r\n\r\nbody 1\r\n"
+    assert copies["email_1_0"].read_bytes() == b"Subject: 1\r\n\r\nbody 1\r\n"
+    assert not taken.exists()  # not delivered twice
+    assert len(list(root.glob("maildir/d@sink.test/cur/*"))) == 1
+    assert _journal(root) == {}
+    assert len(read_events(root / "events.sqlite3")) == 4  # one row per copy, none added
+
+
+def test_synced_copies_leave_the_journal_and_a_consumed_copy_stays_consumed(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "spool"
+    store = Spool(root, sync_interval=0.05)
+    try:
+        [path] = store.store(_submission(1), [_body(1)])
+        deadline = time.monotonic() + 10
+        while _journal(root) and time.monotonic() < deadline:  # no other message comes
+            time.sleep(0.02)
+        assert _journal(root) == {}
+        path.unlink()  # a reader took the message
+    finally:
+        store.close()
+    store = Spool(root)
+    store.close()
+    assert store.recovered == 0 and _copies(root) == []
+
+
+def test_a_failed_sync_round_keeps_its_messages_until_one_succeeds(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    store = Spool(root, sync_interval=0.05)
+    real = store._sync
+    failed = threading.Event()
+    synced: set[int] = set()
+
+    def sync(work: Any) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise OSError(5, "Input/output error")
+        real(work)
+        synced.update(seq for seq, _ in work)
+
+    store._sync = sync  # type: ignore[method-assign]
+    try:
+        store.store(_submission(1), [_body(1)])
+        assert failed.wait(10)
+        assert len(_journal(root)) == 1  # the failed round forgot nothing
+        store.store(_submission(2), [_body(2)])  # a later message cannot forget it either
+        deadline = time.monotonic() + 10
+        while _journal(root) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _journal(root) == {}
+        assert synced == {1, 2}  # each left the journal only after a round that synced it
+    finally:
+        store.close()
+
+
+def test_without_syncfs_every_copy_and_its_folder_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "_SYNCFS", None)  # not Linux, or no syncfs(2)
+    files: list[Path] = []
+    dirs: list[Path] = []
+    real_file, real_dir = spool_module._fsync_file, spool_module._fsync_dir
+    monkeypatch.setattr(spool_module, "_fsync_file", lambda p: (files.append(p), real_file(p)))
+    monkeypatch.setattr(spool_module, "_fsync_dir", lambda p: (dirs.append(p), real_dir(p)))
+    root = tmp_path / "spool"
+    store = Spool(root, sync_interval=3600)
+    try:
+        paths = store.store(_submission(1, ("a@sink.test", "b@sink.test")), [_body(1)])
+        other = store.store(_submission(2), [_body(2)])
+        paths[1].unlink()  # a reader took one link: the other still reaches the inode
+    finally:
+        store.close()  # the last sync round
+    assert {os.stat(p).st_ino for p in files} == {
+        os.stat(paths[0]).st_ino,
+        os.stat(other[0]).st_ino,
+    }
+    assert set(dirs) == {paths[0].parent, paths[1].parent}
