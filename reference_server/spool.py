@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS journal (
 # allocated blocks syncs data only, one that grows the file syncs its size too.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 SYNC_INTERVAL = 0.2  # seconds a Maildir copy may wait for its fsync (it is in the journal)
+# Up to this size a body is bound as one string (cheaper); above it, it is written into the
+# journal from the session's buffers, so a big message is never copied whole once more.
+JOIN_LIMIT = 256 * 1024
 SYNC_BATCH = 512  # copies that start a sync before the interval is up
 
 
@@ -218,6 +221,7 @@ class Spool:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._db.executescript(SCHEMA)
+        self._cursor = self._db.cursor()  # the writer's: one, not a new one per statement
         self.recovered = self._recover()
         self._jobs: list[_Job] = []
         self._wake = threading.Condition()
@@ -360,13 +364,20 @@ class Spool:
     def _commit(self, jobs: list[_Job]) -> None:
         """One transaction for the batch: each body into the journal, each copy's event row,
         and the journal rows the syncer has made redundant since the last commit."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        db, cursor = self._db, self._cursor
+        cursor.execute("BEGIN IMMEDIATE")
         try:
             for job in jobs:
+                if job.size <= JOIN_LIMIT:
+                    cursor.execute(
+                        "INSERT INTO journal (targets, body) VALUES (?, ?)",
+                        (job.targets, b"".join(job.parts)),
+                    )
+                    job.seq = cursor.lastrowid or 0
+                    continue
                 # Written in place from the session's buffers: a 5 MB message is not copied
                 # into one more 5 MB string on its way in.
-                cursor = db.execute(
+                cursor.execute(
                     "INSERT INTO journal (targets, body) VALUES (?, zeroblob(?))",
                     (job.targets, job.size),
                 )
@@ -374,17 +385,17 @@ class Spool:
                 with db.blobopen("journal", "body", job.seq) as blob:
                     for part in job.parts:
                         blob.write(part)
-            db.executemany(
+            cursor.executemany(
                 "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [row for job in jobs for row in _rows(job)],
             )
             forget = self._synced_seq
             if forget > self._deleted_seq:
-                db.execute("DELETE FROM journal WHERE seq <= ?", (forget,))
+                cursor.execute("DELETE FROM journal WHERE seq <= ?", (forget,))
         except BaseException:
-            db.execute("ROLLBACK")
+            cursor.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        cursor.execute("COMMIT")
         if forget > self._deleted_seq:
             self._deleted_seq = forget
 

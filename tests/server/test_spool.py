@@ -248,3 +248,22 @@ def test_without_syncfs_every_copy_and_its_folder_is_fsynced(
         os.stat(other[0]).st_ino,
     }
     assert set(dirs) == {paths[0].parent, paths[1].parent}
+
+
+@pytest.mark.parametrize("size", [1_000, spool_module.JOIN_LIMIT + 1])
+def test_a_message_is_journalled_and_delivered_byte_for_byte_from_its_parts(
+    tmp_path: Path, size: int
+) -> None:
+    """Small bodies are joined, big ones written into the journal part by part: same bytes."""
+    root = tmp_path / "spool"
+    head = b"Subject: big\r\n\r\n"
+    body = bytearray(os.urandom(size))
+    store = Spool(root, sync_interval=3600)
+    try:
+        [path] = store.store(_submission(1), [head, memoryview(body)[1:]])
+        assert _journal(root)[path.name] == head + body[1:]
+        assert path.read_bytes() == head + body[1:]
+    finally:
+        store.close()
+    [event] = read_events(root / "events.sqlite3")
+    assert event["size"] == len(head) + size - 1
