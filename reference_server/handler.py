@@ -188,12 +188,12 @@ class AnypostHandler:
         ]
         self.in_flight += 1
         try:
-            paths = await self.spool.store_async(submission, parts)
+            await self.spool.store_async(submission, parts)
         except Exception:
             log.exception("could not store a message; answering 451")
             return str(replies.STORAGE_FAILED)
         finally:
             self.in_flight -= 1
         if self.relayer is not None:
-            self.relayer.relay(envelope.mail_from, recipients, paths[0])
+            self.relayer.relay(envelope.mail_from, recipients, b"".join(parts))
         return self.accepted_reply(ids)

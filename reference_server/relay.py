@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 import aiosmtplib
 
@@ -23,14 +22,15 @@ class Relayer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failing = False
 
-    def relay(self, mail_from: str, recipients: tuple[str, ...], path: Path) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(mail_from, recipients, path))
+    def relay(self, mail_from: str, recipients: tuple[str, ...], message: bytes) -> None:
+        """Forward a stored message, as delivered (the Maildir copy may not be written yet:
+        the 250 follows the journal's commit, the copy follows the 250)."""
+        task = asyncio.get_running_loop().create_task(self._send(mail_from, recipients, message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, mail_from: str, recipients: tuple[str, ...], path: Path) -> None:
+    async def _send(self, mail_from: str, recipients: tuple[str, ...], message: bytes) -> None:
         try:
-            message = await asyncio.to_thread(path.read_bytes)
             await aiosmtplib.send(
                 message,
                 sender=mail_from,

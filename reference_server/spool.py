@@ -159,6 +159,7 @@ class _Job:
         "size",
         "submission",
         "targets",
+        "tmp",
     )
 
     def __init__(
@@ -178,6 +179,7 @@ class _Job:
         self.size = 0
         self.seq = 0
         self.targets = ""
+        self.tmp = ""
         self.paths: list[Path] = []
         self.error: BaseException | None = None
 
@@ -198,20 +200,21 @@ class Spool:
     """The store, with two threads.
 
     The writer takes every message waiting and commits the lot in one transaction (message
-    bodies into the journal, event rows into the log), then writes the Maildir copies without
-    syncing them and settles each message: every 250 follows the commit that holds its
-    message. The syncer fsyncs those copies and their directories in the background, then
-    marks their journal rows for deletion, which the writer folds into its next commit.
+    bodies into the journal, event rows into the log), then settles each message: every 250
+    follows the commit that holds its message. The deliverer writes the Maildir copies of
+    what was committed (at once, beside the next commit), makes them durable with one sync
+    round every ``sync_interval`` seconds, and then hands their journal rows back for
+    deletion, which the writer folds into its next commit.
 
     One writer rather than a thread per session: twenty sessions storing at once spent more
     CPU handing the GIL and futexes between threads than writing, and each needed its own
-    wake-up of the event loop; the writer wakes each loop once per batch.
+    wake-up of the event loop; the writer wakes each loop once per batch. The copies are
+    written by another thread so that no 250 waits for them: the journal already holds them.
     """
 
     def __init__(self, root: Path, sync_interval: float = SYNC_INTERVAL) -> None:
         self.root = root
         self.sync_interval = sync_interval
-        (root / "tmp").mkdir(parents=True, exist_ok=True)
         (root / "maildir").mkdir(parents=True, exist_ok=True)
         self.db_path = root / "events.sqlite3"
         self._boxes: dict[str, tuple[str, str, str]] = {}
@@ -223,38 +226,42 @@ class Spool:
         self._db.executescript(SCHEMA)
         self._cursor = self._db.cursor()  # the writer's: one, not a new one per statement
         self.recovered = self._recover()
+        # The writer's side: messages to commit, and journal rows the deliverer has synced.
         self._jobs: list[_Job] = []
+        self._synced: list[int] = []
         self._wake = threading.Condition()
         self._closing = False
-        self._synced_seq = 0  # journal rows up to here have durable Maildir copies
-        self._deleted_seq = 0  # and up to here are gone from the journal
-        self._unsynced: list[tuple[int, list[Path]]] = []
-        self._sync_wake = threading.Condition()
-        self._sync_closing = False
+        # The deliverer's side: committed messages whose copies are still to be written.
+        self._deliveries: list[_Job] = []
+        self._deliver_wake = threading.Condition()
+        self._deliver_closing = False
         self._writer = threading.Thread(target=self._run, name="spool-writer", daemon=True)
-        self._syncer = threading.Thread(target=self._sync_run, name="spool-syncer", daemon=True)
+        self._deliverer = threading.Thread(
+            target=self._deliver_run, name="spool-deliverer", daemon=True
+        )
         self._writer.start()
-        self._syncer.start()
+        self._deliverer.start()
 
     def close(self) -> None:
-        """Store what is waiting, make every Maildir copy durable, empty the journal, then
+        """Store what is waiting, write and sync every Maildir copy, empty the journal, then
         stop both threads and close the event log."""
         with self._wake:
             self._closing = True
             self._wake.notify()
         self._writer.join()
-        with self._sync_wake:
-            self._sync_closing = True
-            self._sync_wake.notify()
-        self._syncer.join()
+        with self._deliver_wake:
+            self._deliver_closing = True
+            self._deliver_wake.notify()
+        self._deliverer.join()
         with contextlib.suppress(sqlite3.Error):  # the journal stays; the next start replays
             self._forget_synced()
         self._db.close()
 
     # --- the two ways in ---------------------------------------------------------------------
     def store(self, submission: Submission, parts: Sequence[bytes | memoryview]) -> list[Path]:
-        """Write the message (given as parts, concatenated) durably for every recipient;
-        blocks until it is (for tools and tests; sessions use ``store_async``)."""
+        """Store the message (given as parts, concatenated) durably for every recipient;
+        blocks until it is, as a session waits before its 250 (for tools and tests; sessions
+        use ``store_async``). The Maildir copies at the paths returned follow at once."""
         job = _Job(submission, parts)
         self._enqueue(job)
         assert job.event is not None
@@ -284,7 +291,7 @@ class Spool:
         while True:
             with self._wake:
                 while not self._jobs and not self._closing:
-                    if self._synced_seq > self._deleted_seq:
+                    if self._synced:
                         # Synced rows wait for the next commit; with no message coming, go
                         # without one rather than keep bodies in the journal.
                         if not self._wake.wait(timeout=self.sync_interval) and not self._jobs:
@@ -299,13 +306,19 @@ class Spool:
                     self._forget_synced()
                 continue
             try:
-                self._write_batch(batch)
+                committed = self._write_batch(batch)
             except BaseException as exc:  # never leave a session waiting
+                committed = []
                 for job in batch:
                     job.error = job.error or exc
             _settle_all(batch)
+            if committed:
+                with self._deliver_wake:
+                    self._deliveries.extend(committed)
+                    self._deliver_wake.notify()
 
-    def _write_batch(self, batch: list[_Job]) -> None:
+    def _write_batch(self, batch: list[_Job]) -> list[_Job]:
+        """Commit what can be; returns the messages committed (now durable)."""
         for job in batch:
             try:
                 self._prepare(job)
@@ -313,30 +326,14 @@ class Spool:
                 job.error = exc
         ready = [job for job in batch if job.error is None]
         if not ready:
-            return
+            return []
         try:
             self._commit(ready)
         except Exception as exc:
             for job in ready:
                 job.error = exc
-            return
-        # Durable from here on: the copies are written from memory, the journal has them.
-        undo: list[_Job] = []
-        for job in ready:
-            try:
-                self._write_file(job)
-            except Exception as exc:
-                job.error = exc
-                undo.append(job)
-        if undo:
-            self._take_back(undo)
-        written = [(job.seq, job.paths) for job in ready if job.error is None]
-        if written:
-            with self._sync_wake:
-                was_empty = not self._unsynced
-                self._unsynced.extend(written)
-                if was_empty or len(self._unsynced) >= SYNC_BATCH:
-                    self._sync_wake.notify()
+            return []
+        return ready
 
     def _box(self, recipient: str) -> tuple[str, str, str]:
         """A recipient's Maildir, made on first use: its ``tmp/`` and ``new/`` folders, and
@@ -356,15 +353,19 @@ class Spool:
         job.size = sum(memoryview(part).nbytes for part in job.parts)
         targets = []
         for recipient, email_id in zip(sub.recipients, sub.ids, strict=True):
-            _, new, relative = self._box(recipient)
+            tmp, new, relative = self._box(recipient)
+            if not job.tmp:
+                job.tmp = f"{tmp}/{job.name}.{email_id}"
             job.paths.append(Path(f"{new}/{job.name}.{email_id}"))
             targets.append(f"{relative}/{job.name}.{email_id}")
         job.targets = json.dumps(targets)
 
     def _commit(self, jobs: list[_Job]) -> None:
         """One transaction for the batch: each body into the journal, each copy's event row,
-        and the journal rows the syncer has made redundant since the last commit."""
+        and the journal rows the deliverer has synced since the last commit."""
         db, cursor = self._db, self._cursor
+        with self._wake:
+            forget, self._synced = self._synced, []
         cursor.execute("BEGIN IMMEDIATE")
         try:
             for job in jobs:
@@ -389,23 +390,96 @@ class Spool:
                 "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [row for job in jobs for row in _rows(job)],
             )
-            forget = self._synced_seq
-            if forget > self._deleted_seq:
-                cursor.execute("DELETE FROM journal WHERE seq <= ?", (forget,))
+            cursor.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq in forget])
         except BaseException:
             cursor.execute("ROLLBACK")
+            self._give_back(forget)
             raise
-        cursor.execute("COMMIT")
-        if forget > self._deleted_seq:
-            self._deleted_seq = forget
+        try:
+            cursor.execute("COMMIT")
+        except BaseException:
+            self._give_back(forget)
+            raise
+
+    def _give_back(self, seqs: list[int]) -> None:
+        """Synced rows whose deletion did not commit: deleted with a later commit instead."""
+        with self._wake:
+            self._synced[:0] = seqs
+
+    def _forget_synced(self) -> None:
+        with self._wake:
+            forget, self._synced = self._synced, []
+        if not forget:
+            return
+        cursor = self._cursor
+        try:
+            cursor.execute("BEGIN IMMEDIATE")  # one commit (one sync) for all of them
+            try:
+                cursor.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq in forget])
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+        except BaseException:
+            self._give_back(forget)
+            raise
+
+    # --- the deliverer -----------------------------------------------------------------------
+    def _deliver_run(self) -> None:
+        unsynced: list[tuple[int, list[Path]]] = []
+        last_sync = time.monotonic()
+        while True:
+            with self._deliver_wake:
+                if not self._deliveries and not self._deliver_closing:
+                    if unsynced:
+                        wait = last_sync + self.sync_interval - time.monotonic()
+                        if wait > 0:
+                            self._deliver_wake.wait(timeout=wait)
+                    else:
+                        self._deliver_wake.wait()
+                jobs, self._deliveries = self._deliveries, []
+                closing = self._deliver_closing
+            for job in jobs:
+                try:
+                    self._write_file(job)
+                except Exception:
+                    # Answered 250 already, and durable in the journal, which keeps it: the
+                    # next start writes its copies back.
+                    log.exception(
+                        "could not write the Maildir copies of %s; the journal keeps them for "
+                        "the next start",
+                        job.submission.ids[0],
+                    )
+                else:
+                    unsynced.append((job.seq, job.paths))
+            due = time.monotonic() >= last_sync + self.sync_interval
+            if unsynced and (closing or due or len(unsynced) >= SYNC_BATCH):
+                last_sync = time.monotonic()
+                try:
+                    self._sync(unsynced)
+                except Exception:
+                    # The journal keeps these messages; the next round tries them again.
+                    log.exception(
+                        "could not sync %d message(s); the journal keeps them", len(unsynced)
+                    )
+                    if closing:
+                        return  # the next start writes them back from the journal
+                else:
+                    with self._wake:
+                        self._synced.extend(seq for seq, _ in unsynced)
+                        self._wake.notify()
+                    unsynced = []
+            if closing and not unsynced:
+                with self._deliver_wake:
+                    if not self._deliveries:
+                        return
 
     def _write_file(self, job: _Job) -> None:
         """The Maildir copies: one file written in the first recipient's ``tmp/``, linked into
         every other recipient's ``new/`` and renamed into the first's (a copy appears whole or
-        not at all); not synced here (the syncer does it; the journal covers the meantime)."""
+        not at all); not synced here (``_sync`` does it; the journal covers the meantime)."""
         first, *others = job.paths
-        tmp = f"{self._box(job.submission.recipients[0])[0]}/{first.name}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         linked: list[Path] = []
         try:
             try:
@@ -416,75 +490,17 @@ class Spool:
             finally:
                 os.close(fd)
             for target in others:
-                os.link(tmp, target)
+                os.link(job.tmp, target)
                 linked.append(target)
-            os.rename(tmp, first)
+            os.rename(job.tmp, first)
         except BaseException:
-            leftovers: list[str | Path] = [*linked, tmp]
+            leftovers: list[str | Path] = [*linked, job.tmp]
             for path in leftovers:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             raise
-        job.parts = ()  # the session may free its buffer
-
-    def _take_back(self, jobs: list[_Job]) -> None:
-        """Messages committed but not written to their Maildirs: the client is told 451, so
-        nothing of them may stay to be delivered, now or by the journal at the next start."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "DELETE FROM journal WHERE seq = ?", [(job.seq,) for job in jobs]
-                )
-                self._db.executemany(
-                    "DELETE FROM events WHERE email_id = ?",
-                    [(email_id,) for job in jobs for email_id in job.submission.ids],
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            log.exception("could not take back %d failed message(s) from the journal", len(jobs))
-        for job in jobs:
-            job.paths = []
-            job.parts = ()
-
-    def _forget_synced(self) -> None:
-        forget = self._synced_seq
-        if forget <= self._deleted_seq:
-            return
-        self._db.execute("DELETE FROM journal WHERE seq <= ?", (forget,))
-        self._deleted_seq = forget
-
-    # --- the syncer --------------------------------------------------------------------------
-    def _sync_run(self) -> None:
-        while True:
-            with self._sync_wake:
-                if not self._unsynced and not self._sync_closing:
-                    self._sync_wake.wait()
-                if not self._sync_closing and len(self._unsynced) < SYNC_BATCH:
-                    # Let more copies gather: one sync round for many messages.
-                    self._sync_wake.wait(timeout=self.sync_interval)
-                work, self._unsynced = self._unsynced, []
-                closing = self._sync_closing
-            if work:
-                try:
-                    self._sync(work)
-                except Exception:
-                    # The journal keeps these messages; try them again with the next round
-                    # (before any later message, so no later mark can forget them).
-                    log.exception("could not sync %d message(s); the journal keeps them", len(work))
-                    with self._sync_wake:
-                        self._unsynced[:0] = work
-                    if closing:
-                        return  # the next start writes them back from the journal
-                else:
-                    with self._wake:
-                        self._synced_seq = max(self._synced_seq, work[-1][0])
-                        self._wake.notify()
-            if closing and not work:
-                return
+        finally:
+            job.parts = ()  # the session may free its buffer
 
     def _sync(self, work: list[tuple[int, list[Path]]]) -> None:
         if _SYNCFS is not None:

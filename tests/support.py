@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -271,3 +272,15 @@ def read_reply_sync(stream: IO[bytes]) -> bytes:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def delivered(path: Path | str, timeout: float = 10.0) -> Path:
+    """A stored message's Maildir copy, once written: the reference server answers 250 after
+    the journal's commit and writes the copy right after, so a test reading it at once waits."""
+    path = Path(path)
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no Maildir copy at {path} within {timeout} s")
+        time.sleep(0.005)
+    return path

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 import socket
+import sqlite3
 import ssl
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from reference_server.spool import mailbox_dir, read_events
 from ..support import (
     Client,
     ServerThread,
+    delivered,
     make_config,
     message,
     read_reply,
@@ -27,23 +29,33 @@ from ..support import (
 from .test_message import ID
 
 
-def test_delivery_stored_in_maildir_and_event_log_before_250(server: ServerThread) -> None:
+def test_delivery_journalled_and_logged_before_250_then_in_maildir(server: ServerThread) -> None:
+    spool = server.config.spool
+
     async def go() -> str:
         client = Client(server)
         await client.ready()
         reply = await client.submit(message(), rcpts=("a@sink.test", "B@Sink.Test"))
-        # Checked while the session is still open: the 250 itself vouches for the store.
-        events = read_events(server.config.spool / "events.sqlite3")
+        # Checked while the session is still open: the 250 itself vouches for the store, the
+        # message in the journal and a row per copy in the event log, both committed.
+        events = read_events(spool / "events.sqlite3")
         ids = re.findall(ID, reply.message)
         assert [e["email_id"] for e in events] == ids
+        db = sqlite3.connect(spool / "events.sqlite3")
+        try:
+            bodies = [bytes(b) for (b,) in db.execute("SELECT body FROM journal")]
+        finally:
+            db.close()
+        assert len(bodies) == 1 and b"Subject:" in bodies[0]
+        # And the copies follow: one file, in both Maildirs.
         for event in events:
-            assert Path(str(event["path"])).is_file()
-        assert (mailbox_dir(server.config.spool, "B@sink.test") / "new").is_dir()
+            assert delivered(str(event["path"])).read_bytes() == bodies[0]
+        assert (mailbox_dir(spool, "B@sink.test") / "new").is_dir()
         await client.close()
         return reply.message
 
     run(go())
-    assert not list((server.config.spool / "tmp").iterdir())
+    assert not list(spool.glob("maildir/*/tmp/*"))
 
 
 def test_delivery_storage_failure_is_451_not_250(
@@ -53,10 +65,10 @@ def test_delivery_storage_failure_is_451_not_250(
     assert spool is not None
 
     def disk_full(*args: object) -> None:
-        raise OSError(28, "No space left on device")
+        raise sqlite3.OperationalError("database or disk is full")
 
-    # The disk fills while the message file is written: nothing may be left to deliver.
-    monkeypatch.setattr(spool, "_write_file", disk_full)
+    # The disk fills as the message is committed: nothing may be left to deliver.
+    monkeypatch.setattr(spool, "_commit", disk_full)
 
     async def go() -> int:
         client = Client(server)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from reference_server.addresses import AddressSyntaxError, parse_mailboxes
 from reference_server.spool import read_events
 
-from ..support import OTHER_TEAM, VERIFIED, Client, ServerThread, run
+from ..support import OTHER_TEAM, VERIFIED, Client, ServerThread, delivered, run
 
 V = VERIFIED
 X = OTHER_TEAM
@@ -147,7 +147,7 @@ def test_from_legitimate_forms_accepted_and_delivered_as_checked(
     code, text = run(_submit(server, data))
     assert code == 250, text
     event = read_events(server.config.spool / "events.sqlite3")[-1]
-    stored = Path(str(event["path"])).read_bytes()
+    stored = delivered(str(event["path"])).read_bytes()
     # The delivered header block is the one that was checked, byte for byte.
     assert stored == data
 
@@ -199,6 +199,6 @@ def test_from_delivered_copy_reads_as_checked(server: ServerThread) -> None:
     code, text = run(_submit(server, data))
     assert code == 250, text
     event = read_events(server.config.spool / "events.sqlite3")[-1]
-    delivered = message_from_bytes(Path(str(event["path"])).read_bytes(), policy=default)
-    assert [a.addr_spec for a in delivered["From"].addresses] == [f"probe@{V}"]
+    copy = message_from_bytes(delivered(str(event["path"])).read_bytes(), policy=default)
+    assert [a.addr_spec for a in copy["From"].addresses] == [f"probe@{V}"]
     assert not re.search(X, Path(str(event["path"])).read_text())

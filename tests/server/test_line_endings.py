@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-from pathlib import Path
 
 import pytest
 
 from reference_server.spool import read_events
 
-from ..support import KEYS, VERIFIED, ServerThread, message, run
+from ..support import KEYS, VERIFIED, ServerThread, delivered, message, run
 from .test_rfc_behaviour import Raw
 
 
@@ -31,7 +30,7 @@ async def _data(server: ServerThread, raw_body: bytes) -> tuple[bytes, bytes]:
 
 def _stored(server: ServerThread) -> list[bytes]:
     events = read_events(server.config.spool / "events.sqlite3")
-    return [Path(str(e["path"])).read_bytes() for e in events]
+    return [delivered(str(e["path"])).read_bytes() for e in events]
 
 
 HEAD = f"From: probe@{VERIFIED}\r\nTo: a@sink.test\r\nSubject: line endings\r\n\r\n".encode()

@@ -11,7 +11,16 @@ import pytest
 
 from reference_server.spool import read_events
 
-from ..support import VERIFIED, Client, ServerThread, make_config, message, run, running
+from ..support import (
+    VERIFIED,
+    Client,
+    ServerThread,
+    delivered,
+    make_config,
+    message,
+    run,
+    running,
+)
 
 ID = r"email_[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
@@ -150,7 +159,7 @@ def test_headers_stripped_and_recorded(server: ServerThread) -> None:
         "spring",
         ["welcome"],
     )
-    stored = Path(str(event["path"])).read_bytes()
+    stored = delivered(str(event["path"])).read_bytes()
     parsed = message_from_bytes(stored)
     for name in ("X-Anypost-Tag", "X-Anypost-Tags", "X-Anypost-Topic", "X-Campaign"):
         assert parsed.get_all(name) is None

@@ -12,7 +12,7 @@ import pytest
 
 from reference_server.spool import read_events
 
-from ..support import KEYS, VERIFIED, message
+from ..support import KEYS, VERIFIED, delivered, message
 from .test_message import ID
 from .test_process import Process, _config, _require
 
@@ -89,5 +89,5 @@ def test_msmtp_submits_with_starttls_and_auth(process: Process, tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     events = read_events(tmp_path / "spool" / "events.sqlite3")
     assert [e["recipient"] for e in events] == ["a@sink.test"]
-    stored = Path(str(events[0]["path"])).read_bytes()
+    stored = delivered(str(events[0]["path"])).read_bytes()
     assert b"Hello from msmtp.\r\n" in stored
