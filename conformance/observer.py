@@ -13,6 +13,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 _POLL = 0.05
+_FIRST_POLL = 0.002
 
 
 def _find(root: Path, message_id: str, limit: int = 20000) -> Path | None:
@@ -32,6 +33,7 @@ async def delivered_copy(root: Path, message_id: str, timeout: float) -> EmailMe
     """The delivered copy with this Message-ID, waiting up to ``timeout`` for it to arrive."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    pause = _FIRST_POLL
     while True:
         path = await asyncio.to_thread(_find, root, message_id)
         if path is not None:
@@ -41,4 +43,8 @@ async def delivered_copy(root: Path, message_id: str, timeout: float) -> EmailMe
             return parsed
         if loop.time() >= deadline:
             return None
-        await asyncio.sleep(_POLL)
+        # A server may deliver a moment after its 250 (the reference server writes its
+        # Maildir copy right after the commit that the 250 follows): look again soon, then
+        # back off to the usual pace.
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _POLL)

@@ -1,22 +1,22 @@
-"""Durable delivery: one Maildir per recipient and an SQLite event log, durable before 250.
+"""Durable delivery: one Maildir per recipient and an SQLite event log; durable before 250.
 
 The message and its event rows are committed in one SQLite transaction (write-ahead log,
-``synchronous=FULL``): the message sits in the ``journal`` table until its Maildir copy is on
-disk. Only after that commit is the message written into the Maildirs (one file, hard-linked
-into each recipient's ``new/``; a link appears whole or not at all) and the caller told, so the
-caller answers 250 after exactly one sync, and a crash or power loss never loses a message
-the client was told was accepted: at the next start the journal writes back any copy that is
-missing or short (``Spool._recover``).
+``synchronous=FULL``), the message into the ``journal`` table, where it stays until its
+Maildir copies are on disk. The caller is told right after that commit, so the 250 follows
+exactly one sync, and a crash or power loss never loses a message the client was told was
+accepted.
 
-A second thread makes the Maildir copies durable in the background (file and directory
-fsyncs, every ``sync_interval`` seconds) and only then lets their journal rows go. A reader
-that consumed a copy in the short window before that sync may see it again after a power
-loss: delivery is at least once, never zero times.
+A second thread, the deliverer, then writes the Maildir copies (one file, hard-linked into
+each recipient's ``new/``; a copy appears whole or not at all), normally within a millisecond
+of the 250, makes them durable with one sync round every ``sync_interval`` seconds, and only
+then lets their journal rows go. At the next start after a crash, every journalled copy that
+is missing or short is written back (``Spool._recover``); a reader that consumed a copy in
+the short window before its sync round may see it again: delivery is at least once, never
+zero times.
 
-Why the journal and not an fsync of each file: a new file needs its data, its inode and its
-directory entry synced, three syncs in a row (file, directory, then the event log's commit)
-of which two were on every 250's path; one commit that overwrites an already allocated
-write-ahead log is one sync, about a third of the time.
+Why the journal and not an fsync of each file before 250: a new file needs its data, its
+inode and its directory entry synced, three syncs in a row (file, directory, then the event
+log's commit); one commit that overwrites an already allocated write-ahead log is one sync.
 """
 
 from __future__ import annotations
