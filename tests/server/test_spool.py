@@ -285,3 +285,21 @@ def test_a_crash_before_the_copies_are_written_loses_nothing(tmp_path: Path) -> 
     assert store.recovered == 4
     bodies = sorted(p.read_bytes() for p in _copies(root))
     assert bodies == sorted(b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in (0, 1, 1, 2))
+
+
+def test_synced_rows_whose_deletion_rolled_back_go_with_a_later_commit(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    store = Spool(root, sync_interval=3600)
+    try:
+        store.store(_submission(1), [_body(1)])
+        [first] = _journal(root)
+        with store._wake:  # as the deliverer hands back a synced message
+            store._synced.append(1)
+        # The next commit carries that deletion and fails (an id already taken): rolled back.
+        with pytest.raises(sqlite3.IntegrityError):
+            store.store(_submission(1), [_body(1)])
+        assert first in _journal(root)
+        [second] = store.store(_submission(2), [_body(2)])
+        assert list(_journal(root)) == [second.name]  # the deletion came with this commit
+    finally:
+        store.close()
