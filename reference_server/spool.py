@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS events (
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     targets TEXT NOT NULL,
     body BLOB NOT NULL
 );
@@ -70,6 +70,9 @@ SYNC_INTERVAL = 0.2  # seconds a Maildir copy may wait for its fsync (it is in t
 # journal from the session's buffers, so a big message is never copied whole once more.
 JOIN_LIMIT = 256 * 1024
 SYNC_BATCH = 512  # copies that start a sync before the interval is up
+# Session buffers the deliverer may hold; past this, it reads bodies back from the journal,
+# so a stalled disk cannot make 250s pile up memory.
+BACKLOG_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -105,15 +108,14 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _load_syncfs()
 
 
-def _syncfs(path: Path) -> None:
+def _syncfs(fd: int) -> None:
+    """syncfs(2) through a descriptor opened once, at start: Linux reports a writeback error
+    once per open file, so a descriptor opened afresh for each round would miss an error
+    from the kernel's own writeback in between."""
     assert _SYNCFS is not None
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _SYNCFS(fd) != 0:
-            code = ctypes.get_errno() or errno.EIO
-            raise OSError(code, f"syncfs: {os.strerror(code)}", str(path))
-    finally:
-        os.close(fd)
+    if _SYNCFS(fd) != 0:
+        code = ctypes.get_errno() or errno.EIO
+        raise OSError(code, f"syncfs: {os.strerror(code)}")
 
 
 def _fsync_file(path: Path) -> None:
@@ -122,6 +124,30 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _link_copies(parts: Sequence[bytes | memoryview], tmp: str, paths: list[Path]) -> None:
+    first, *others = paths
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    linked: list[Path] = []
+    try:
+        try:
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        for target in others:
+            os.link(tmp, target)
+            linked.append(target)
+        os.rename(tmp, first)
+    except BaseException:
+        leftovers: list[str | Path] = [*linked, tmp]
+        for path in leftovers:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
 
 
 def mailbox_dir(spool: Path, recipient: str) -> Path:
@@ -150,7 +176,9 @@ class _Job:
     __slots__ = (
         "error",
         "event",
+        "failed",
         "future",
+        "held",
         "loop",
         "name",
         "parts",
@@ -178,6 +206,8 @@ class _Job:
         self.name = ""
         self.size = 0
         self.seq = 0
+        self.held = 0  # bytes of session buffers the deliverer holds for it
+        self.failed = False  # its copies could not be written once already
         self.targets = ""
         self.tmp = ""
         self.paths: list[Path] = []
@@ -220,11 +250,15 @@ class Spool:
         self._boxes: dict[str, tuple[str, str, str]] = {}
         self._pid = os.getpid()
         self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            # Still durable (a rollback journal, synchronous=FULL), but readers block commits.
+            log.warning("the event log's file system gives no write-ahead log (%s)", mode)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._db.executescript(SCHEMA)
         self._cursor = self._db.cursor()  # the writer's: one, not a new one per statement
+        self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         self.recovered = self._recover()
         # The writer's side: messages to commit, and journal rows the deliverer has synced.
         self._jobs: list[_Job] = []
@@ -233,6 +267,8 @@ class Spool:
         self._closing = False
         # The deliverer's side: committed messages whose copies are still to be written.
         self._deliveries: list[_Job] = []
+        self._backlog = 0  # bytes held in self._deliveries' session buffers
+        self._sync_error_logged = float("-inf")
         self._deliver_wake = threading.Condition()
         self._deliver_closing = False
         self._writer = threading.Thread(target=self._run, name="spool-writer", daemon=True)
@@ -256,6 +292,7 @@ class Spool:
         with contextlib.suppress(sqlite3.Error):  # the journal stays; the next start replays
             self._forget_synced()
         self._db.close()
+        os.close(self._root_fd)
 
     # --- the two ways in ---------------------------------------------------------------------
     def store(self, submission: Submission, parts: Sequence[bytes | memoryview]) -> list[Path]:
@@ -314,6 +351,12 @@ class Spool:
             _settle_all(batch)
             if committed:
                 with self._deliver_wake:
+                    for job in committed:
+                        if self._backlog + job.size > BACKLOG_LIMIT:
+                            job.parts = ()  # the deliverer reads it back from the journal
+                        else:
+                            job.held = job.size
+                            self._backlog += job.size
                     self._deliveries.extend(committed)
                     self._deliver_wake.notify()
 
@@ -366,8 +409,8 @@ class Spool:
         db, cursor = self._db, self._cursor
         with self._wake:
             forget, self._synced = self._synced, []
-        cursor.execute("BEGIN IMMEDIATE")
         try:
+            cursor.execute("BEGIN IMMEDIATE")
             for job in jobs:
                 if job.size <= JOIN_LIMIT:
                     cursor.execute(
@@ -391,20 +434,25 @@ class Spool:
                 [row for job in jobs for row in _rows(job)],
             )
             cursor.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq in forget])
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            self._give_back(forget)
-            raise
-        try:
             cursor.execute("COMMIT")
         except BaseException:
+            self._abandon()
             self._give_back(forget)
             raise
 
+    def _abandon(self) -> None:
+        """Roll back whatever is open, keeping the error that got here: SQLite may have rolled
+        back already (an I/O error), and a COMMIT that failed leaves the transaction open,
+        which would refuse every later BEGIN."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._cursor.execute("ROLLBACK")
+
     def _give_back(self, seqs: list[int]) -> None:
         """Synced rows whose deletion did not commit: deleted with a later commit instead."""
-        with self._wake:
-            self._synced[:0] = seqs
+        if seqs:
+            with self._wake:
+                self._synced[:0] = seqs
 
     def _forget_synced(self) -> None:
         with self._wake:
@@ -414,100 +462,132 @@ class Spool:
         cursor = self._cursor
         try:
             cursor.execute("BEGIN IMMEDIATE")  # one commit (one sync) for all of them
-            try:
-                cursor.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq in forget])
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
+            cursor.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq in forget])
             cursor.execute("COMMIT")
         except BaseException:
+            self._abandon()
             self._give_back(forget)
             raise
 
     # --- the deliverer -----------------------------------------------------------------------
     def _deliver_run(self) -> None:
-        unsynced: list[tuple[int, list[Path]]] = []
-        last_sync = time.monotonic()
+        reader = sqlite3.connect(self.db_path)  # the deliverer's own, to read bodies back
+        try:
+            self._deliver_loop(reader)
+        finally:
+            reader.close()
+
+    def _deliver_loop(self, reader: sqlite3.Connection) -> None:
+        unsynced: list[_Job] = []  # written, not yet synced
+        retry: list[_Job] = []  # could not be written: tried again each round
+        next_round = time.monotonic() + self.sync_interval
         while True:
             with self._deliver_wake:
                 if not self._deliveries and not self._deliver_closing:
-                    if unsynced:
-                        wait = last_sync + self.sync_interval - time.monotonic()
+                    if unsynced or retry:
+                        wait = next_round - time.monotonic()
                         if wait > 0:
                             self._deliver_wake.wait(timeout=wait)
                     else:
                         self._deliver_wake.wait()
                 jobs, self._deliveries = self._deliveries, []
                 closing = self._deliver_closing
+            now = time.monotonic()
+            due = closing or now >= next_round
+            if due:
+                next_round = now + self.sync_interval
+                jobs, retry = retry + jobs, []
             for job in jobs:
                 try:
-                    self._write_file(job)
+                    self._write_file(job, reader)
                 except Exception:
-                    # Answered 250 already, and durable in the journal, which keeps it: the
-                    # next start writes its copies back.
-                    log.exception(
-                        "could not write the Maildir copies of %s; the journal keeps them for "
-                        "the next start",
-                        job.submission.ids[0],
-                    )
+                    if not job.failed:  # once, not every round
+                        log.exception(
+                            "could not write the Maildir copies of %s (answered 250: the "
+                            "journal holds it); trying again every %s s",
+                            job.submission.ids[0],
+                            self.sync_interval,
+                        )
+                    job.failed = True
+                    retry.append(job)
                 else:
-                    unsynced.append((job.seq, job.paths))
-            due = time.monotonic() >= last_sync + self.sync_interval
-            if unsynced and (closing or due or len(unsynced) >= SYNC_BATCH):
-                last_sync = time.monotonic()
+                    if job.failed:
+                        log.warning("Maildir copies of %s written", job.submission.ids[0])
+                    unsynced.append(job)
+                finally:
+                    self._release(job)
+            if unsynced and (due or len(unsynced) >= SYNC_BATCH):
                 try:
                     self._sync(unsynced)
                 except Exception:
-                    # The journal keeps these messages; the next round tries them again.
-                    log.exception(
-                        "could not sync %d message(s); the journal keeps them", len(unsynced)
-                    )
-                    if closing:
-                        return  # the next start writes them back from the journal
+                    # Never trusted to a later round: a failed writeback is reported once, so
+                    # a retry could succeed with the data still not on disk. These stay in
+                    # the journal, which the next start writes back from.
+                    self._log_sync_error(len(unsynced))
                 else:
                     with self._wake:
-                        self._synced.extend(seq for seq, _ in unsynced)
+                        self._synced.extend(job.seq for job in unsynced)
                         self._wake.notify()
-                    unsynced = []
-            if closing and not unsynced:
+                unsynced = []
+            if closing:
                 with self._deliver_wake:
                     if not self._deliveries:
+                        if retry:
+                            log.error(
+                                "%d message(s) without Maildir copies at close; the journal "
+                                "keeps them for the next start",
+                                len(retry),
+                            )
                         return
 
-    def _write_file(self, job: _Job) -> None:
+    def _release(self, job: _Job) -> None:
+        if job.held:
+            with self._deliver_wake:
+                self._backlog -= job.held
+            job.held = 0
+
+    def _log_sync_error(self, count: int) -> None:
+        now = time.monotonic()
+        if now - self._sync_error_logged >= 10:  # a failing disk fails every round
+            self._sync_error_logged = now
+            log.exception(
+                "could not sync %d message(s)' Maildir copies; the journal keeps them for the "
+                "next start",
+                count,
+            )
+
+    def _write_file(self, job: _Job, reader: sqlite3.Connection | None = None) -> None:
         """The Maildir copies: one file written in the first recipient's ``tmp/``, linked into
         every other recipient's ``new/`` and renamed into the first's (a copy appears whole or
-        not at all); not synced here (``_sync`` does it; the journal covers the meantime)."""
-        first, *others = job.paths
-        fd = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        linked: list[Path] = []
+        not at all); not synced here (``_sync`` does it; the journal covers the meantime).
+        Without the session's buffers (a retry, or a backlog past its limit), the body is read
+        back from the journal."""
+        parts = job.parts
+        if not parts:
+            if reader is None:
+                raise RuntimeError("no body to write and no journal to read it from")
+            row = reader.execute("SELECT body FROM journal WHERE seq = ?", (job.seq,)).fetchone()
+            if row is None:
+                raise RuntimeError(f"journal row {job.seq} is gone")
+            parts = (row[0],)
         try:
-            try:
-                for part in job.parts:
-                    view = memoryview(part)
-                    while view:
-                        view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            for target in others:
-                os.link(job.tmp, target)
-                linked.append(target)
-            os.rename(job.tmp, first)
-        except BaseException:
-            leftovers: list[str | Path] = [*linked, job.tmp]
-            for path in leftovers:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            raise
+            _link_copies(parts, job.tmp, job.paths)
+        except FileNotFoundError:
+            # A Maildir folder went away under us (removed by hand, or by a cleaner): made
+            # again, and tried once more.
+            for path in (Path(job.tmp), *job.paths):
+                for part in ("tmp", "new", "cur"):
+                    (path.parent.parent / part).mkdir(parents=True, exist_ok=True)
+            _link_copies(parts, job.tmp, job.paths)
         finally:
             job.parts = ()  # the session may free its buffer
 
-    def _sync(self, work: list[tuple[int, list[Path]]]) -> None:
+    def _sync(self, jobs: list[_Job]) -> None:
         if _SYNCFS is not None:
-            _syncfs(self.root)
+            _syncfs(self._root_fd)
             return
         dirs: set[Path] = set()
-        for _, paths in work:
+        for paths in (job.paths for job in jobs):
             # One inode for all of a message's links: one fsync, through whichever link a
             # reader has not taken yet (a reader may have moved it to cur/ or deleted it).
             for target in paths:
@@ -521,44 +601,78 @@ class Spool:
 
     # --- the next start ----------------------------------------------------------------------
     def _recover(self) -> int:
-        """Write back every journalled copy that is missing or short (a crash came before the
-        syncer made it durable), make them durable, then empty the journal. Returns how many
-        copies were written back."""
-        messages = written = 0
+        """Write every journalled copy anew (a crash came before its sync round), make them
+        durable, then let their journal rows go. Returns how many copies were written.
+
+        Anew, not only the missing or short ones: a copy of the right size may hold zeros
+        after a power loss, or a page whose writeback failed. Each is written to a fresh file
+        and renamed over the copy, wherever it is (``new/``, or ``cur/`` once a reader took
+        it, so it is not delivered twice). A row that cannot be replayed is logged and kept,
+        and does not stop the start.
+        """
+        done: list[int] = []
+        written = kept = 0
         dirs: set[Path] = set()
+        maildir = (self.root / "maildir").resolve()
         # One message in memory at a time: a journal left by a busy server can be large.
         for (seq,) in self._db.execute("SELECT seq FROM journal ORDER BY seq").fetchall():
             targets, body = self._db.execute(
                 "SELECT targets, body FROM journal WHERE seq = ?", (seq,)
             ).fetchone()
-            messages += 1
-            for relative in json.loads(targets):
-                target = self.root / relative
-                for part in ("tmp", "new", "cur"):
-                    (target.parent.parent / part).mkdir(parents=True, exist_ok=True)
-                found = _find_copy(target)
-                if found is not None and found.stat().st_size == len(body):
-                    _fsync_file(found)
-                    dirs.add(found.parent)
-                    continue
-                destination = found or target
-                tmp = target.parent.parent / "tmp" / target.name
-                tmp.write_bytes(body)
-                _fsync_file(tmp)
-                os.replace(tmp, destination)
-                dirs.add(destination.parent)
-                written += 1
-        if not messages:
+            try:
+                paths = [self.root / relative for relative in json.loads(targets)]
+                if not paths or any(
+                    not isinstance(relative, str)
+                    or not (self.root / relative).resolve().is_relative_to(maildir)
+                    for relative in json.loads(targets)
+                ):
+                    raise ValueError(f"targets outside the spool's Maildirs: {targets!r}")
+                for target in paths:
+                    dirs.add(_rewrite(target, bytes(body)))
+                    written += 1
+            except (OSError, ValueError) as exc:
+                kept += 1
+                log.error("journal row %d not replayed, kept for the next start: %s", seq, exc)
+                continue
+            done.append(seq)
+        if not done and not kept:
             return 0
         for directory in dirs:
             _fsync_dir(directory)
-        self._db.execute("DELETE FROM journal")
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq in done])
+        self._db.execute("COMMIT")
         log.warning(
-            "journal: %d message(s) replayed after an unclean stop, %d Maildir copies written back",
-            messages,
+            "journal: %d message(s) replayed after an unclean stop, %d Maildir copies written",
+            len(done),
             written,
         )
         return written
+
+
+def _rewrite(target: Path, body: bytes) -> Path:
+    """One copy written to a fresh file, synced, and renamed over the copy where it is now;
+    returns the folder to sync. A fresh file: a leftover temporary file of the crashed writer
+    may be a hard link that other recipients' copies share."""
+    box = target.parent.parent
+    for part in ("tmp", "new", "cur"):
+        (box / part).mkdir(parents=True, exist_ok=True)
+    destination = _find_copy(target) or target
+    tmp = box / "tmp" / f"{target.name}.replay"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, destination)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(box / "tmp" / target.name)  # the crashed writer's own temporary file
+    return destination.parent
 
 
 def _rows(job: _Job) -> list[tuple[object, ...]]:
