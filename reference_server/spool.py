@@ -455,19 +455,9 @@ class Spool:
                 self._synced[:0] = seqs
 
     def _forget_synced(self) -> None:
-        with self._wake:
-            forget, self._synced = self._synced, []
-        if not forget:
-            return
-        cursor = self._cursor
-        try:
-            cursor.execute("BEGIN IMMEDIATE")  # one commit (one sync) for all of them
-            cursor.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq in forget])
-            cursor.execute("COMMIT")
-        except BaseException:
-            self._abandon()
-            self._give_back(forget)
-            raise
+        """Synced rows with no message coming to carry their deletion: a commit of their own."""
+        if self._synced:
+            self._commit([])
 
     # --- the deliverer -----------------------------------------------------------------------
     def _deliver_run(self) -> None:

@@ -213,13 +213,17 @@ os._exit(0)  # the power goes: no close, no sync round
 """
 
 
+def _crash(root: Path, copies: str, writer: str = CRASHING_WRITER) -> None:
+    """Three messages stored, then the process gone with no close; ``copies`` "written" waits
+    for the Maildir copies first (written, not synced)."""
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(writer), str(root), copies], check=True, timeout=60
+    )
+
+
 def test_a_crash_before_the_sync_round_is_repaired_from_the_journal(tmp_path: Path) -> None:
     root = tmp_path / "spool"
-    subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CRASHING_WRITER), str(root), "written"],
-        check=True,
-        timeout=60,
-    )
+    _crash(root, "written")
     assert len(_journal(root)) == 3  # the crash left every body in the journal
     copies = {p.name.rsplit(".", 1)[1]: p for p in _copies(root)}
     # What the lost page cache did to the copies: one gone, one short, and one a reader had
@@ -317,11 +321,7 @@ def test_a_lost_begin_gives_synced_rows_back(tmp_path: Path) -> None:
 
 def test_recovery_keeps_a_bad_row_and_rewrites_a_zeroed_copy(tmp_path: Path) -> None:
     root = tmp_path / "spool"
-    subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CRASHING_WRITER), str(root), "written"],
-        check=True,
-        timeout=60,
-    )
+    _crash(root, "written")
     copies = {p.name.rsplit(".", 1)[1]: p for p in _copies(root)}
     size = copies["email_0_0"].stat().st_size
     copies["email_0_0"].write_bytes(b"\0" * size)  # right size, zeros: a lost page
@@ -389,9 +389,9 @@ def test_a_crash_before_the_copies_are_written_loses_nothing(tmp_path: Path) -> 
     root = tmp_path / "spool"
     writer = textwrap.dedent(CRASHING_WRITER).replace(
         "store = Spool(",
-        "Spool._write_file = lambda self, job: None  # never written\nstore = Spool(",
+        "Spool._write_file = lambda self, *args: None  # never written\nstore = Spool(",
     )
-    subprocess.run([sys.executable, "-c", writer, str(root), "unwritten"], check=True, timeout=60)
+    _crash(root, "unwritten", writer)
     assert _copies(root) == [] and len(_journal(root)) == 3
     store = Spool(root)
     store.close()
