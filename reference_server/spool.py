@@ -9,10 +9,9 @@ accepted.
 A second thread, the deliverer, then writes the Maildir copies (one file, hard-linked into
 each recipient's ``new/``; a copy appears whole or not at all), normally within a millisecond
 of the 250, makes them durable with one sync round every ``sync_interval`` seconds, and only
-then lets their journal rows go. At the next start after a crash, every journalled copy that
-is missing or short is written back (``Spool._recover``); a reader that consumed a copy in
-the short window before its sync round may see it again: delivery is at least once, never
-zero times.
+then lets their journal rows go. At the next start after a crash, every journalled copy is
+written anew (``Spool._recover``); a reader that consumed a copy in the short window before
+its sync round may see it again: delivery is at least once, never zero times.
 
 Why the journal and not an fsync of each file before 250: a new file needs its data, its
 inode and its directory entry synced, three syncs in a row (file, directory, then the event
@@ -156,6 +155,11 @@ def mailbox_dir(spool: Path, recipient: str) -> Path:
     return spool / "maildir" / quote(f"{local}@{domain.lower()}", safe="@._+-")
 
 
+def _make_maildir(box: Path) -> None:
+    for part in ("tmp", "new", "cur"):
+        (box / part).mkdir(parents=True, exist_ok=True)
+
+
 def _find_copy(target: Path) -> Path | None:
     """Where a Maildir copy is now: still in ``new/``, or moved by a reader into ``cur/``
     under the same name with its flags appended (``name:2,S``)."""
@@ -180,7 +184,6 @@ class _Job:
         "future",
         "held",
         "loop",
-        "name",
         "parts",
         "paths",
         "seq",
@@ -203,7 +206,6 @@ class _Job:
         self.future = future
         # A thread waits on an event; a session's future needs none (nor its lock).
         self.event = threading.Event() if future is None else None
-        self.name = ""
         self.size = 0
         self.seq = 0
         self.held = 0  # bytes of session buffers the deliverer holds for it
@@ -384,23 +386,22 @@ class Spool:
         box = self._boxes.get(recipient)
         if box is None:
             path = mailbox_dir(self.root, recipient)
-            for part in ("tmp", "new", "cur"):
-                (path / part).mkdir(parents=True, exist_ok=True)
+            _make_maildir(path)
             box = (str(path / "tmp"), str(path / "new"), str((path / "new").relative_to(self.root)))
             self._boxes[recipient] = box
         return box
 
     def _prepare(self, job: _Job) -> None:
         sub = job.submission
-        job.name = f"{time.time():.6f}.{sub.ids[0]}.{self._pid}"
+        name = f"{time.time():.6f}.{sub.ids[0]}.{self._pid}"
         job.size = sum(memoryview(part).nbytes for part in job.parts)
         targets = []
         for recipient, email_id in zip(sub.recipients, sub.ids, strict=True):
             tmp, new, relative = self._box(recipient)
             if not job.tmp:
-                job.tmp = f"{tmp}/{job.name}.{email_id}"
-            job.paths.append(Path(f"{new}/{job.name}.{email_id}"))
-            targets.append(f"{relative}/{job.name}.{email_id}")
+                job.tmp = f"{tmp}/{name}.{email_id}"
+            job.paths.append(Path(f"{new}/{name}.{email_id}"))
+            targets.append(f"{relative}/{name}.{email_id}")
         job.targets = json.dumps(targets)
 
     def _commit(self, jobs: list[_Job]) -> None:
@@ -566,8 +567,7 @@ class Spool:
             # A Maildir folder went away under us (removed by hand, or by a cleaner): made
             # again, and tried once more.
             for path in (Path(job.tmp), *job.paths):
-                for part in ("tmp", "new", "cur"):
-                    (path.parent.parent / part).mkdir(parents=True, exist_ok=True)
+                _make_maildir(path.parent.parent)
             _link_copies(parts, job.tmp, job.paths)
         finally:
             job.parts = ()  # the session may free its buffer
@@ -645,8 +645,7 @@ def _rewrite(target: Path, body: bytes) -> Path:
     returns the folder to sync. A fresh file: a leftover temporary file of the crashed writer
     may be a hard link that other recipients' copies share."""
     box = target.parent.parent
-    for part in ("tmp", "new", "cur"):
-        (box / part).mkdir(parents=True, exist_ok=True)
+    _make_maildir(box)
     destination = _find_copy(target) or target
     tmp = box / "tmp" / f"{target.name}.replay"
     with contextlib.suppress(FileNotFoundError):

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,14 @@ def _journal(root: Path) -> dict[str, bytes]:
     finally:
         db.close()
     return {Path(__import__("json").loads(t)[0]).name: bytes(b) for t, b in rows}
+
+
+def _eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Polls for what a spool thread does a moment later; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.02)
 
 
 def _copies(root: Path) -> list[Path]:
@@ -124,14 +133,13 @@ def test_a_copy_that_cannot_be_written_is_tried_again_until_it_can(
         with ThreadPoolExecutor(max_workers=20) as pool:
             # Each is committed, so each is answered 250, the one whose copy fails too.
             list(pool.map(lambda i: store.store(_submission(i), [_body(i)]), range(20)))
-        time.sleep(0.3)  # a few rounds go by with the disk full
+        # Several 0.05 s rounds fail with the disk full: the log below must hold one error,
+        # not one per round.
+        time.sleep(0.3)
         assert len(_copies(root)) == 19
         assert [n for n in _journal(root) if n.endswith(".email_0007_0")]
         full.clear()  # space again
-        deadline = time.monotonic() + 10
-        while len(_copies(root)) < 20 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(_copies(root)) == 20
+        _eventually(lambda: len(_copies(root)) == 20)
     finally:
         store.close()
     assert caplog.text.count("could not write the Maildir copies of email_0007_0") == 1
@@ -253,10 +261,7 @@ def test_synced_copies_leave_the_journal_and_a_consumed_copy_stays_consumed(
     store = Spool(root, sync_interval=0.05)
     try:
         [path] = store.store(_submission(1), [_body(1)])
-        deadline = time.monotonic() + 10
-        while _journal(root) and time.monotonic() < deadline:  # no other message comes
-            time.sleep(0.02)
-        assert _journal(root) == {}
+        _eventually(lambda: _journal(root) == {})  # no other message comes to carry it
         path.unlink()  # a reader took the message
     finally:
         store.close()
@@ -286,9 +291,7 @@ def test_a_failed_sync_round_keeps_its_messages_for_the_next_start(tmp_path: Pat
         [first] = store.store(_submission(1), [_body(1)])
         assert failed.wait(10)
         [second] = store.store(_submission(2), [_body(2)])
-        deadline = time.monotonic() + 10
-        while second.name in _journal(root) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _eventually(lambda: second.name not in _journal(root))
         assert list(_journal(root)) == [first.name]  # the second synced and went
     finally:
         store.close()
