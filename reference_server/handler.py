@@ -23,6 +23,7 @@ from .headers import (
 )
 from .limits import AuthFailureLimiter
 from .message_ids import IdGenerator
+from .method_tables import protocol_dir
 from .policy import authenticate, domain_permitted, split_address
 from .relay import Relayer
 from .spool import Spool, Submission
@@ -61,6 +62,10 @@ class AnypostHandler:
         self.ids = ids or IdGenerator()
         self.relayer = relayer
         self.in_flight = 0
+
+    def __dir__(self) -> list[str]:
+        # aiosmtpd scans dir() of the handler for every session it opens (``method_tables``).
+        return protocol_dir(self, ("handle_", "auth_"))
 
     # --- EHLO -----------------------------------------------------------------------------
     async def handle_EHLO(

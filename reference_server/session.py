@@ -39,6 +39,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, TLSSetupException, syntax
 
 from . import replies
 from .handler import AnypostHandler, PlainCredentials, peer_address
+from .method_tables import protocol_dir
 
 _NULL_PATH = re.compile(r"^\s*FROM:\s*<>", re.IGNORECASE)
 # aiosmtpd's address parser refuses a root-label trailing dot, which the contract ignores.
@@ -86,6 +87,10 @@ class AnypostSMTP(SMTP):
             await method(arg)
 
         return guarded
+
+    def __dir__(self) -> list[str]:
+        # aiosmtpd scans dir() of every session as it opens: the protocol's names are enough.
+        return protocol_dir(self, ("smtp_", "auth_"))
 
     # --- reading ----------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
