@@ -9,7 +9,18 @@ from hypothesis import strategies as st
 
 from conformance.messages import pad_to
 from conformance.transcript import Redactor
-from reference_server.headers import CONTROL, parse_header_block, stripped_header_bytes
+from reference_server.addresses import (
+    Mailbox,
+    address_like_domains,
+    lenient_domains,
+    parse_mailboxes,
+)
+from reference_server.headers import (
+    CONTROL,
+    parse_header_block,
+    simple_mailbox,
+    stripped_header_bytes,
+)
 
 secrets_ = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=8, max_size=40).map(
     lambda s: "ap_" + s
@@ -69,3 +80,56 @@ def test_stripping_removes_exactly_the_control_headers(
     )
     assert kept == expected.encode()
     assert message[block.body_offset :] == ("\r\n" + body + "\r\n").encode()
+
+
+# --- the simple-From shortcut of sender_mailboxes ---------------------------------------------
+# Values in the simple form's shape, each part either plain or with one character that could
+# change the reading (an at sign, a quote, a comment, a dot, an encoded-word mark...) put in:
+# so the shortcut is tried on the usual forms and on the nearest misses around them.
+_specials = st.sampled_from(list('@<>"(),;:\\=?. \t[]'))
+
+
+def _part(alphabet: str, min_size: int) -> st.SearchStrategy[str]:
+    plain = st.text(alphabet, min_size=min_size, max_size=8)
+    near = st.tuples(plain, _specials, plain).map("".join)
+    return st.one_of(plain, near)
+
+
+_shaped = st.builds(
+    lambda name, local, domain, angle: (
+        f"{name}<{local}@{domain}>" if angle else f"{local}@{domain}"
+    ),
+    _part("abXY09_' -", 0),
+    _part("abXY09_+-.", 1),
+    st.one_of(
+        st.sampled_from(["acme.test", "other.test", "x-y.test", "localhost", "a.b.c"]),
+        _part("abxy09-.", 1),
+    ),
+    st.booleans(),
+)
+
+
+@settings(max_examples=500)
+@given(value=_shaped)
+def test_simple_from_shortcut_finds_what_the_full_reading_finds(value: str) -> None:
+    """Whenever ``simple_mailbox`` takes a field, the full reading agrees exactly: the strict
+    parse gives that one mailbox, and every address a reader may be shown has its domain."""
+    simple = simple_mailbox(value)
+    if simple is None:
+        return
+    assert parse_mailboxes(value).mailboxes == (simple,)
+    shown = list(dict.fromkeys(address_like_domains(value) + lenient_domains(value)))
+    assert shown == [simple.domain]
+
+
+def test_simple_from_shortcut_takes_the_usual_forms_only() -> None:
+    assert simple_mailbox("Bench <bench@acme.test>") == Mailbox("bench", "acme.test")
+    assert simple_mailbox("first.last+tag@acme.test") == Mailbox("first.last+tag", "acme.test")
+    for spoof in (
+        "probe@acme.test <ceo@other.test>",
+        '"ceo@other.test" <probe@acme.test>',
+        "probe@acme.test, ceo@other.test",
+        "Probe (ceo@other.test) <probe@acme.test>",
+        "=?utf-8?q?ceo=40other.test?= <probe@acme.test>",
+    ):
+        assert simple_mailbox(spoof) is None, spoof
