@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class ServerProcess:
-    """The reference server or plain aiosmtpd, in a process of its own so its CPU and memory are
-    its own and can be read from /proc."""
+    """The reference server, plain aiosmtpd, or plain aiosmtpd that syncs each message
+    (``plain-fsync``), in a process of its own so its CPU and memory are its own and can be read
+    from /proc."""
 
     def __init__(self, kind: str, folder: Path, message_size: int = 5 * 1024 * 1024) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -59,6 +60,7 @@ class ServerProcess:
                 sys.executable,
                 str(Path(__file__).with_name("plain_aiosmtpd.py")),
                 str(folder),
+                *(["--fsync"] if kind == "plain-fsync" else []),
             ]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
