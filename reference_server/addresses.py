@@ -16,7 +16,9 @@ What is refused as malformed (``AddressSyntaxError``), and why:
   between two words (``John Q. Public``, §4.1 obs-phrase), which mail programs still write;
 - group syntax (``Friends: a@x, b@y;``): From and Sender hold mailboxes (§3.6.2; RFC 6854's
   groups in From are for messages nobody replies to, which a submission service never sends);
-- text after an angle-addr, two angle-addrs, an unquoted ``@``, ``;`` or ``<`` in a display name.
+- text after an angle-addr, two angle-addrs, an unquoted ``@``, ``;`` or ``<`` in a display name;
+- an RFC 2047 encoded-word that does not decode (unknown charset, bytes the charset has no
+  character for, broken base64), anywhere in the field: what a client shows for it is a guess.
 
 Beyond the mailboxes, ``shown_addresses`` finds every address-like text a reader could display:
 inside quoted display names, comments and RFC 2047 encoded-words (decoded, NFKC-normalized so a
@@ -30,6 +32,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 
@@ -260,13 +263,21 @@ class _Reader:
 
 
 def _decode_words(text: str) -> str:
-    """Decode RFC 2047 encoded-words as a mail client would; undecodable ones stay as written."""
+    """Decode RFC 2047 encoded-words as a mail client would.
+
+    One that does not decode is refused (``AddressSyntaxError``): an unknown charset, bytes its
+    charset has no character for, base64 that is not whole. A client that meets one guesses
+    (Latin-1, replacement characters, the base64 without its last letters), and what it then
+    shows may be an address: ``=?utf-8?q?ceo=40other.test=FF?=`` shows ceo@other.test.
+    """
     if "=?" not in text:
         return text
     try:
         return str(make_header(decode_header(text)))
-    except (ValueError, LookupError, UnicodeError):
-        return text
+    except (ValueError, LookupError, HeaderParseError):  # UnicodeError is a ValueError
+        raise AddressSyntaxError(
+            f"an encoded-word that does not decode (RFC 2047): {text[:60]!r}"
+        ) from None
 
 
 def _unfold(value: str) -> str:

@@ -39,8 +39,8 @@ _FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _LOCAL = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
 _DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _SIMPLE_MAILBOX = re.compile(
-    rf"(?:[A-Za-z0-9_'-]+(?: [A-Za-z0-9_'-]+)* ?<(?P<angle>({_LOCAL})@({_DOMAIN}))>)"
-    rf"|(?P<bare>({_LOCAL})@({_DOMAIN}))"
+    rf"(?:[A-Za-z0-9_'-]+(?: [A-Za-z0-9_'-]+)* ?<(?P<angle>{_LOCAL}@{_DOMAIN})>)"
+    rf"|(?P<bare>{_LOCAL}@{_DOMAIN})"
 )
 
 
@@ -135,7 +135,10 @@ def _field_mailboxes(header: Field, single: bool) -> list[Mailbox]:
 def _shown(header: Field) -> list[Mailbox]:
     """Every other address a reader may be shown in this field: address-like text in display
     names, comments and encoded-words, and what a lenient parser extracts."""
-    domains = address_like_domains(header.value) + lenient_domains(header.value)
+    try:
+        domains = address_like_domains(header.value) + lenient_domains(header.value)
+    except AddressSyntaxError as exc:  # an encoded-word inside quotes that does not decode
+        raise HeaderError("from", f"{header.name}: {exc}") from None
     return [Mailbox("", d) for d in dict.fromkeys(domains)]
 
 
@@ -148,26 +151,24 @@ def sender_mailboxes(block: HeaderBlock) -> list[Mailbox]:
     froms = block.named("from")
     if len(froms) != 1:
         raise HeaderError("from", f"expected exactly one From header, found {len(froms)}")
-    authors, shown = _field_authors(froms[0], single=False)
+    authors = _mailboxes(froms[0], single=False)
     senders = block.named("sender")
     if len(senders) > 1:
         raise HeaderError("from", "several Sender headers")
     if senders:
-        mailboxes, more = _field_authors(senders[0], single=True)
-        authors += mailboxes
-        shown += more
+        authors += _mailboxes(senders[0], single=True)
     elif len(authors) > 1:
         # RFC 5322 §3.6.2: several authors need a Sender.
         raise HeaderError("from", "a From with several mailboxes needs a Sender header")
-    return authors + shown
+    for header in (*froms, *senders):
+        simple = simple_mailbox(header.value)
+        authors += [Mailbox("", simple.domain)] if simple is not None else _shown(header)
+    return authors
 
 
-def _field_authors(header: Field, single: bool) -> tuple[list[Mailbox], list[Mailbox]]:
-    """The field's mailboxes read strictly, and every other address a reader may be shown."""
+def _mailboxes(header: Field, single: bool) -> list[Mailbox]:
     simple = simple_mailbox(header.value)
-    if simple is not None:
-        return [simple], [Mailbox("", simple.domain)]
-    return _field_mailboxes(header, single), _shown(header)
+    return [simple] if simple is not None else _field_mailboxes(header, single)
 
 
 def _nonempty(value: str, name: str) -> str:

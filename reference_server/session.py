@@ -8,7 +8,9 @@ What it changes in aiosmtpd, and why:
 - ``MAIL FROM:<>`` is refused with 550 5.7.1: the contract requires a verified domain;
 - DATA counts size as RFC 1870 §5 does (no stuffed dots), buffers at most the limit, ends only
   at <CRLF>.<CRLF>, takes a bare LF as a line end (stored as CRLF), and refuses a message with
-  a bare CR or a smuggling-shaped dot line (RFC 5321 §4.1.1.4; see ``_receive_data``).
+  a bare CR or a smuggling-shaped dot line (RFC 5321 §4.1.1.4; see ``_receive_data``);
+- ``dir()`` of a session lists the protocol's names only, which aiosmtpd scans on every
+  connection (``method_tables``).
 
 Where aiosmtpd 1.4 departs from the RFCs a careful MSA follows (each named where it is fixed):
 - STARTTLS on a TLS session is answered 220 and a second handshake is nested in the first;
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import logging
 import re
 import ssl
@@ -80,6 +83,8 @@ class AnypostSMTP(SMTP):
     def _guarded(
         self, method: Callable[[str | None], Awaitable[None]]
     ) -> Callable[[str | None], Awaitable[None]]:
+        # wraps: HELP reads each command's syntax from attributes of its method.
+        @functools.wraps(method)
         async def guarded(arg: str | None) -> None:
             if arg is not None and _CONTROL.search(arg):
                 await self.push(str(replies.CONTROL_CHARACTER))
@@ -157,6 +162,7 @@ class AnypostSMTP(SMTP):
             transport.write(f"{replies.TIMEOUT}\r\n".encode("ascii"))
         super()._timeout_cb()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
 
+    @syntax("EHLO hostname")  # aiosmtpd's HELP lists a command by this mark on its method
     async def smtp_EHLO(self, hostname: str) -> None:
         # aiosmtpd writes (and drains) each line of the EHLO reply on its own: over TLS, a
         # record and a send per line. The lines are gathered and go out in one write.
@@ -170,6 +176,7 @@ class AnypostSMTP(SMTP):
         if lines:
             await self.push(b"\r\n".join(lines))
 
+    @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
         self._verbatim = True
         try:
@@ -212,6 +219,7 @@ class AnypostSMTP(SMTP):
         if task is not None and not task.done():
             task.cancel()  # its next await raises CancelledError, which aiosmtpd lets end it
 
+    @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         # RFC 4954 §8: mechanism names are case-insensitive; aiosmtpd matches them as sent.
         if arg:
@@ -264,6 +272,7 @@ class AnypostSMTP(SMTP):
         result: AuthResult = self._authenticate("PLAIN", PlainCredentials(*fields))
         return result
 
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
         assert self.session is not None and self.envelope is not None
         ready = (
@@ -325,6 +334,7 @@ class AnypostSMTP(SMTP):
             return None, None
         return addr, rest
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed():
             return

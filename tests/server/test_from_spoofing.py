@@ -43,6 +43,17 @@ SPOOFS = {
     "encoded-word-fullwidth-at": (f"From: =?utf-8?q?ceo=EF=BC=A0{X}?= <probe@{V}>",),
     "encoded-word-in-quotes": (f'From: "=?utf-8?q?ceo=40{X}?=" <probe@{V}>',),
     "encoded-word-local-part": (f"From: =?utf-8?q?ceo=40{X}?=@{V}",),
+    # Encoded-words that do not decode: a client guesses, and its guess may show other.test.
+    "encoded-word-unknown-charset": (f"From: =?x-unknown?q?ceo=40{X}?= <probe@{V}>",),
+    "encoded-word-invalid-utf8": (f"From: =?utf-8?q?ceo=40{X}=FF?= <probe@{V}>",),
+    "encoded-word-broken-base64": ("From: =?utf-8?b?Y2VvQG90aGVyLnRlc3QAA?= <probe@acme.test>",),
+    "encoded-word-broken-in-quotes": (f'From: "=?utf-8?b?a?=" <probe@{V}>',),
+    "encoded-word-broken-in-comment": (f"From: Probe (=?utf-8?q?ceo=40{X}=FF?=) <probe@{V}>",),
+    "encoded-word-broken-two-senders": (
+        f'From: "=?utf-8?b?a?=" <probe@{V}>',
+        f"Sender: probe@{V}",
+        f"Sender: x@{V}",
+    ),
     "comment-after-address": (f"From: probe@{V} (ceo@{X})",),
     "comment-before-angle": (f"From: Probe (ceo@{X}) <probe@{V}>",),
     "comment-inside-domain": (f"From: probe@(ceo@{X}){V}",),
@@ -132,6 +143,10 @@ def test_from_spoof_refused(server: ServerThread, head: tuple[str, ...]) -> None
         ("group-of-permitted", 554),
         ("route-to-permitted", 554),
         ("foreign-plain", 550),
+        ("encoded-word-unknown-charset", 554),  # malformed: what a reader shows is a guess
+        ("encoded-word-broken-base64", 554),
+        ("encoded-word-broken-in-quotes", 554),
+        ("encoded-word-broken-two-senders", 554),  # not 451: nothing to try again
     ],
 )
 def test_from_spoof_reply_code_says_which_fault(server: ServerThread, name: str, code: int) -> None:

@@ -180,6 +180,24 @@ def test_data_stalled_client_is_cut_with_421(tmp_path: Path) -> None:
         assert read_events(server.config.spool / "events.sqlite3") == []
 
 
+# --- HELP ----------------------------------------------------------------------------------
+def test_help_lists_the_commands_and_gives_their_syntax(server: ServerThread) -> None:
+    """Every command goes through a guard against control characters; the guard keeps the
+    syntax aiosmtpd's HELP reads from each command's method."""
+
+    async def go() -> list[bytes]:
+        raw = await Raw(server).open()
+        answers = [await raw.send(b"HELP"), await raw.send(b"HELP mail")]
+        await raw.close()
+        return answers
+
+    listing, mail = run(go())
+    assert listing.startswith(b"250 ")
+    commands = listing.split(b"Supported commands:")[1].split()
+    assert {b"DATA", b"EHLO", b"MAIL", b"QUIT", b"RCPT", b"RSET"} <= set(commands), listing
+    assert mail.startswith(b"250 ") and b"Syntax: MAIL FROM: <address>" in mail, mail
+
+
 # --- AUTH ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("mechanism", [b"plain", b"Plain", b"PLAIN"])
 def test_auth_plain_mechanism_name_in_any_case(server: ServerThread, mechanism: bytes) -> None:
