@@ -77,6 +77,7 @@ EVIDENCE = {
     "session/ordinary-mime-parts-accepted": QUEUED,
     "from/encoded-word-display-name-address-refused": QUEUED,
     "from/encoded-word-local-part-refused": QUEUED,
+    "from/undecodable-encoded-word-refused": QUEUED,
     "ids/refused-recipient-gets-no-id": QUEUED,
     "ids/rset-discards-recipients": QUEUED,
 }
