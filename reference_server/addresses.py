@@ -48,6 +48,9 @@ _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 # display name may hold any script; the domain needs a dot so "Bob@Home" is a name.
 _ADDRESS_LIKE = re.compile(r"([\w.!#$%&'*+/=?^`{|}~-]+)@([\w-]+(?:\.[\w-]+)+)")
 _MAX_NESTING = 50
+# RFC 2231 §5: a language after the charset (=?utf-8*en?q?...?=), which the email package's
+# decoder takes for part of the charset's name.
+_LANGUAGE = re.compile(r"(=\?[^?\s*]+)\*[^?\s]*(\?[bBqQ]\?[^?\s]*\?=)")
 _ROUTE = re.compile(r"[ \t]*@")
 
 
@@ -273,7 +276,7 @@ def _decode_words(text: str) -> str:
     if "=?" not in text:
         return text
     try:
-        return str(make_header(decode_header(text)))
+        return str(make_header(decode_header(_LANGUAGE.sub(r"\1\2", text))))
     except (ValueError, LookupError, HeaderParseError):  # UnicodeError is a ValueError
         raise AddressSyntaxError(
             f"an encoded-word that does not decode (RFC 2047): {text[:60]!r}"

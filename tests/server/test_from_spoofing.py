@@ -46,6 +46,7 @@ SPOOFS = {
     # Encoded-words that do not decode: a client guesses, and its guess may show other.test.
     "encoded-word-unknown-charset": (f"From: =?x-unknown?q?ceo=40{X}?= <probe@{V}>",),
     "encoded-word-invalid-utf8": (f"From: =?utf-8?q?ceo=40{X}=FF?= <probe@{V}>",),
+    "encoded-word-language-address": (f"From: =?utf-8*en?q?ceo=40{X}?= <probe@{V}>",),
     "encoded-word-broken-base64": ("From: =?utf-8?b?Y2VvQG90aGVyLnRlc3QAA?= <probe@acme.test>",),
     "encoded-word-broken-in-quotes": (f'From: "=?utf-8?b?a?=" <probe@{V}>',),
     "encoded-word-broken-in-comment": (f"From: Probe (=?utf-8?q?ceo=40{X}=FF?=) <probe@{V}>",),
@@ -97,6 +98,8 @@ LEGITIMATE = {
     "nested-comments": f"From: Probe (a (nested) comment) <probe(x)@{V}>",
     "encoded-word-name": f"From: =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <probe@{V}>",
     "encoded-word-base64-name": f"From: =?utf-8?b?5bGx55Sw?= <probe@{V}>",
+    "encoded-word-language": f"From: =?utf-8*en?q?Probe_Team?= <probe@{V}>",  # RFC 2231 §5
+    "encoded-word-legacy-charset": f"From: =?iso-2022-jp?b?GyRCOzNFRBsoQg==?= <probe@{V}>",
     "obs-phrase-period": f"From: John Q. Public <probe@{V}>",
     "folded": f"From: Probe\r\n <probe@{V}>",
     "upper-case-domain": f"From: probe@{V.upper()}",
