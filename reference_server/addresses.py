@@ -16,12 +16,11 @@ What is refused as malformed (``AddressSyntaxError``), and why:
   between two words (``John Q. Public``, §4.1 obs-phrase), which mail programs still write;
 - group syntax (``Friends: a@x, b@y;``): From and Sender hold mailboxes (§3.6.2; RFC 6854's
   groups in From are for messages nobody replies to, which a submission service never sends);
-- text after an angle-addr, two angle-addrs, an unquoted ``@``, ``;`` or ``<`` in a display name;
-- an RFC 2047 encoded-word that does not decode (unknown charset, bytes the charset has no
-  character for, broken base64), anywhere in the field: what a client shows for it is a guess.
+- text after an angle-addr, two angle-addrs, an unquoted ``@``, ``;`` or ``<`` in a display name.
 
 Beyond the mailboxes, ``shown_addresses`` finds every address-like text a reader could display:
-inside quoted display names, comments and RFC 2047 encoded-words (decoded, NFKC-normalized so a
+inside quoted display names, comments and RFC 2047 encoded-words (decoded as a client shows
+them, adjacent words joined, undecodable ones as clients guess; NFKC-normalized so a
 fullwidth at sign counts), and whatever the ``email`` package's lenient reader extracts. Each of
 those domains is checked too, so ``"ceo@other.test" <probe@acme.test>`` is refused although its
 mailbox is permitted.
@@ -29,11 +28,13 @@ mailbox is permitted.
 
 from __future__ import annotations
 
+import base64
+import codecs
 import re
 import unicodedata
 from dataclasses import dataclass
-from email.errors import HeaderParseError
 from email.header import decode_header, make_header
+from email.quoprimime import header_decode
 from email.utils import getaddresses
 
 # RFC 5322 §3.2.3 atext.
@@ -42,15 +43,31 @@ _ATEXT = frozenset(
 )
 _WSP = " \t"
 _PRINTABLE = re.compile(r"^[\x20-\x7e\t]*$")
-# RFC 2047 §2 encoded-word.
-_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+# RFC 2047 §2 encoded-word, as lenient readers find it (Thunderbird's pattern): white space
+# allowed in the charset and the text.
+_ENCODED_WORD = re.compile(r"=\?([^?]*)\?([bBqQ])\?([^?]*)\?=")
+# RFC 2047 §6.2: white space between two encoded-words is not shown.
+_BETWEEN_WORDS = re.compile(r"(?<=\?=)\s+(?==\?)")
+# Charset labels that mail software writes and Python does not know, or knows as a narrower
+# set than the software means (WHATWG's encoding labels): gb2312 mail is GBK, ks_c_5601-1987
+# (Outlook's Korean) is windows-949, Shift_JIS is windows-31J.
+_CHARSETS = {
+    "windows-874": "cp874",
+    "iso-8859-8-i": "iso8859_8",
+    "windows-31j": "cp932",
+    "x-sjis": "cp932",
+    "shift_jis": "cp932",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+    "x-windows-949": "cp949",
+    "gb2312": "gbk",
+    "x-gbk": "gbk",
+    "x-mac-roman": "mac_roman",
+}
 # Address-like text a person would read as an address: Unicode word characters, as a decoded
 # display name may hold any script; the domain needs a dot so "Bob@Home" is a name.
 _ADDRESS_LIKE = re.compile(r"([\w.!#$%&'*+/=?^`{|}~-]+)@([\w-]+(?:\.[\w-]+)+)")
 _MAX_NESTING = 50
-# RFC 2231 §5: a language after the charset (=?utf-8*en?q?...?=), which the email package's
-# decoder takes for part of the charset's name.
-_LANGUAGE = re.compile(r"(=\?[^?\s*]+)\*[^?\s]*(\?[bBqQ]\?[^?\s]*\?=)")
 _ROUTE = re.compile(r"[ \t]*@")
 
 
@@ -266,21 +283,53 @@ class _Reader:
 
 
 def _decode_words(text: str) -> str:
-    """Decode RFC 2047 encoded-words as a mail client would.
+    """Decode RFC 2047 encoded-words as a mail client shows them.
 
-    One that does not decode is refused (``AddressSyntaxError``): an unknown charset, bytes its
-    charset has no character for, base64 that is not whole. A client that meets one guesses
-    (Latin-1, replacement characters, the base64 without its last letters), and what it then
-    shows may be an address: ``=?utf-8?q?ceo=40other.test=FF?=`` shows ceo@other.test.
+    The email package's decoder first: adjacent words joined (§6.2), a character split
+    between two words whole. Where it fails (an unknown charset, bytes the charset has no
+    character for, base64 that is not whole), each word is decoded on its own, the way
+    clients guess, so that an address hidden in it is still seen:
+    ``=?utf-8?q?ceo=40other.test=FF?=`` shows ceo@other.test with a replacement character.
     """
     if "=?" not in text:
         return text
     try:
-        return str(make_header(decode_header(_LANGUAGE.sub(r"\1\2", text))))
-    except (ValueError, LookupError, HeaderParseError):  # UnicodeError is a ValueError
-        raise AddressSyntaxError(
-            f"an encoded-word that does not decode (RFC 2047): {text[:60]!r}"
-        ) from None
+        return str(make_header(decode_header(text)))
+    except Exception:  # hostile input: assorted errors from the decoder
+        return _decode_each(text)
+
+
+def _decode_each(text: str) -> str:
+    """Every encoded-word decoded in place, adjacent ones joined: what a client shows that
+    also decodes a word inside an atom (``ceo=?utf-8?q?=40?=other.test``)."""
+    return _ENCODED_WORD.sub(_decode_word, _BETWEEN_WORDS.sub("", text))
+
+
+def _decode_word(word: re.Match[str]) -> str:
+    try:
+        return str(make_header(decode_header(word.group(0))))
+    except Exception:
+        return _guess_word(word)
+
+
+def _guess_word(word: re.Match[str]) -> str:
+    """One encoded-word as a lenient client decodes it: an RFC 2231 language ignored (§5),
+    base64 without its incomplete end, a replacement character for each byte the charset has
+    no character for, Latin-1 for a charset nobody knows."""
+    label, encoding, text = word.groups()
+    label = label.split("*", 1)[0].strip().lower()
+    if encoding in "qQ":
+        raw = header_decode(text).encode("latin-1", "replace")
+    else:
+        letters = re.sub(r"[^A-Za-z0-9+/]", "", text)
+        if len(letters) % 4 == 1:
+            letters = letters[:-1]
+        raw = base64.b64decode(letters + "=" * (-len(letters) % 4))
+    try:
+        codec = codecs.lookup(_CHARSETS.get(label, label)).name
+    except LookupError:
+        codec = "latin-1"
+    return raw.decode(codec, "replace")
 
 
 def _unfold(value: str) -> str:
@@ -307,11 +356,14 @@ def address_like_domains(text: str) -> list[str]:
     """The domains of every address-like text in ``text``, as a person might read them."""
     variants = {text, text.replace("\\", "")}
     if "=?" in text:
-        decoded = _ENCODED_WORD.sub(lambda m: _decode_words(m.group(0)), text)
-        variants |= {decoded, decoded.replace("\\", "")}
+        for decoded in (_decode_words(text), _decode_each(text)):
+            variants |= {decoded, decoded.replace("\\", "")}
     domains: list[str] = []
     for variant in variants:
         normal = unicodedata.normalize("NFKC", variant)
+        # Format characters (zero-width space, soft hyphen...) are not shown: ceo<ZWSP>@x.test
+        # reads as ceo@x.test.
+        normal = "".join(c for c in normal if unicodedata.category(c) != "Cf")
         domains += [m.group(2) for m in _ADDRESS_LIKE.finditer(normal)]
     return domains
 

@@ -135,10 +135,7 @@ def _field_mailboxes(header: Field, single: bool) -> list[Mailbox]:
 def _shown(header: Field) -> list[Mailbox]:
     """Every other address a reader may be shown in this field: address-like text in display
     names, comments and encoded-words, and what a lenient parser extracts."""
-    try:
-        domains = address_like_domains(header.value) + lenient_domains(header.value)
-    except AddressSyntaxError as exc:  # an encoded-word inside quotes that does not decode
-        raise HeaderError("from", f"{header.name}: {exc}") from None
+    domains = address_like_domains(header.value) + lenient_domains(header.value)
     return [Mailbox("", d) for d in dict.fromkeys(domains)]
 
 
