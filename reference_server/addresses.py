@@ -29,7 +29,6 @@ mailbox is permitted.
 from __future__ import annotations
 
 import base64
-import codecs
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -326,10 +325,9 @@ def _guess_word(word: re.Match[str]) -> str:
             letters = letters[:-1]
         raw = base64.b64decode(letters + "=" * (-len(letters) % 4))
     try:
-        codec = codecs.lookup(_CHARSETS.get(label, label)).name
-    except LookupError:
-        codec = "latin-1"
-    return raw.decode(codec, "replace")
+        return raw.decode(_CHARSETS.get(label, label), "replace")
+    except (LookupError, ValueError):  # unknown, not a text encoding, or no "replace" (idna)
+        return raw.decode("latin-1")
 
 
 def _unfold(value: str) -> str:

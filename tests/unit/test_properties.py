@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,9 @@ from reference_server.addresses import (
 )
 from reference_server.headers import (
     CONTROL,
+    HeaderError,
     parse_header_block,
+    sender_mailboxes,
     simple_mailbox,
     stripped_header_bytes,
 )
@@ -133,3 +136,25 @@ def test_simple_from_shortcut_takes_the_usual_forms_only() -> None:
         "=?utf-8?q?ceo=40other.test?= <probe@acme.test>",
     ):
         assert simple_mailbox(spoof) is None, spoof
+
+
+# --- hostile encoded-words never break the From check ----------------------------------------
+_charset = st.sampled_from(
+    ["utf-8", "utf-8*en", "x-unknown", "base64", "idna", "rot13", "zlib", "utf-16", "gb2312", ""]
+)
+_word_text = st.text("abAB09+/=@._ ", max_size=8)
+_word_piece = st.one_of(
+    st.builds(lambda c, e, t: f"=?{c}?{e}?{t}?=", _charset, st.sampled_from("qQbB"), _word_text),
+    st.sampled_from(["=?", "?=", "?q?", "?b?", " ", "\t", "=40", "=FF", '"', "(", ")"]),
+    _word_text,
+)
+
+
+@settings(max_examples=400)
+@given(value=st.lists(_word_piece, max_size=12).map("".join))
+def test_from_check_never_fails_on_encoded_words(value: str) -> None:
+    """Whatever encoded-word-like text a From holds, the check ends in mailboxes or in a
+    ``HeaderError`` (a 5xx), never in another exception (which would answer 451)."""
+    block = parse_header_block(f"From: {value} <probe@acme.test>\r\n\r\nbody\r\n".encode())
+    with contextlib.suppress(HeaderError):
+        sender_mailboxes(block)
