@@ -148,24 +148,20 @@ def sender_mailboxes(block: HeaderBlock) -> list[Mailbox]:
     froms = block.named("from")
     if len(froms) != 1:
         raise HeaderError("from", f"expected exactly one From header, found {len(froms)}")
-    authors = _mailboxes(froms[0], single=False)
     senders = block.named("sender")
     if len(senders) > 1:
         raise HeaderError("from", "several Sender headers")
-    if senders:
-        authors += _mailboxes(senders[0], single=True)
-    elif len(authors) > 1:
+    fields = [(froms[0], False), *((sender, True) for sender in senders)]
+    simple = [simple_mailbox(field.value) for field, _ in fields]
+    authors: list[Mailbox] = []
+    for (field, single), found in zip(fields, simple, strict=True):
+        authors += [found] if found is not None else _field_mailboxes(field, single)
+    if not senders and len(authors) > 1:
         # RFC 5322 §3.6.2: several authors need a Sender.
         raise HeaderError("from", "a From with several mailboxes needs a Sender header")
-    for header in (*froms, *senders):
-        simple = simple_mailbox(header.value)
-        authors += [Mailbox("", simple.domain)] if simple is not None else _shown(header)
+    for (field, _), found in zip(fields, simple, strict=True):
+        authors += [Mailbox("", found.domain)] if found is not None else _shown(field)
     return authors
-
-
-def _mailboxes(header: Field, single: bool) -> list[Mailbox]:
-    simple = simple_mailbox(header.value)
-    return [simple] if simple is not None else _field_mailboxes(header, single)
 
 
 def _nonempty(value: str, name: str) -> str:
