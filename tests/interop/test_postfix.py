@@ -78,6 +78,7 @@ EVIDENCE = {
     "from/encoded-word-display-name-address-refused": QUEUED,
     "from/encoded-word-local-part-refused": QUEUED,
     "from/undecodable-encoded-word-refused": QUEUED,
+    "from/split-encoded-words-address-refused": QUEUED,
     "ids/refused-recipient-gets-no-id": QUEUED,
     "ids/rset-discards-recipients": QUEUED,
 }

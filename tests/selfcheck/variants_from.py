@@ -189,6 +189,7 @@ FROM_PROOF: dict[str, str] = {
     "from/encoded-word-local-part-refused": "lenient-email-parser",
     "from/encoded-word-display-name-address-refused": "lenient-email-parser",
     "from/undecodable-encoded-word-refused": "lenient-email-parser",
+    "from/split-encoded-words-address-refused": "lenient-email-parser",
     "from/encoded-word-display-name-accepted": "refuses-encoded-words",
     "from/group-syntax-refused": "group-from-uses-envelope",
     "from/comment-address-refused": "lenient-email-parser",
