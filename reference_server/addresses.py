@@ -292,10 +292,16 @@ def _decode_words(text: str) -> str:
     """
     if "=?" not in text:
         return text
+    whole = _strict_decode(text)
+    return whole if whole is not None else _decode_each(text)
+
+
+def _strict_decode(text: str) -> str | None:
+    """The email package's reading of the encoded-words in ``text``; None where it fails."""
     try:
         return str(make_header(decode_header(text)))
     except Exception:  # hostile input: assorted errors from the decoder
-        return _decode_each(text)
+        return None
 
 
 def _decode_each(text: str) -> str:
@@ -305,10 +311,8 @@ def _decode_each(text: str) -> str:
 
 
 def _decode_word(word: re.Match[str]) -> str:
-    try:
-        return str(make_header(decode_header(word.group(0))))
-    except Exception:
-        return _guess_word(word)
+    decoded = _strict_decode(word.group(0))
+    return decoded if decoded is not None else _guess_word(word)
 
 
 def _guess_word(word: re.Match[str]) -> str:
@@ -354,7 +358,9 @@ def address_like_domains(text: str) -> list[str]:
     """The domains of every address-like text in ``text``, as a person might read them."""
     variants = {text, text.replace("\\", "")}
     if "=?" in text:
-        for decoded in (_decode_words(text), _decode_each(text)):
+        each = _decode_each(text)
+        whole = _strict_decode(text)
+        for decoded in {each, each if whole is None else whole}:
             variants |= {decoded, decoded.replace("\\", "")}
     domains: list[str] = []
     for variant in variants:
