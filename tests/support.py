@@ -171,9 +171,14 @@ class Client:
             tls_context=server.tls_context(),
             local_hostname="client.test",
         )
+        # aiosmtplib forgets its transport when a server's 421 closes the session, while the
+        # TLS shutdown beneath may still hold the socket: kept here so close() can end it.
+        self._transport: asyncio.BaseTransport | None = None
 
     async def connect(self) -> aiosmtplib.SMTPResponse:
-        return await self.smtp.connect()
+        reply = await self.smtp.connect()
+        self._transport = self.smtp.transport
+        return reply
 
     async def cmd(self, *parts: str) -> aiosmtplib.SMTPResponse:
         return await self.smtp.execute_command(*(p.encode() for p in parts))
@@ -183,6 +188,7 @@ class Client:
         await self.connect()
         await self.smtp.ehlo()
         await self.smtp.starttls()
+        self._transport = self.smtp.transport
         await self.smtp.ehlo()
         if key is not None:
             reply = await self.cmd("AUTH", "PLAIN", plain_auth(KEYS[key]).decode())
@@ -221,6 +227,8 @@ class Client:
                 await self.smtp.quit()
         self.smtp.close()
         await settle(protocol)
+        if self._transport is not None:
+            self._transport.abort()  # closed already after a QUIT: then nothing happens
 
 
 def message(
