@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from email._header_value_parser import get_angle_addr
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from reference_server.headers import (
     simple_mailbox,
     stripped_header_bytes,
 )
+from reference_server.session import simple_path
 
 secrets_ = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=8, max_size=40).map(
     lambda s: "ap_" + s
@@ -136,6 +138,60 @@ def test_simple_from_shortcut_takes_the_usual_forms_only() -> None:
         "=?utf-8?q?ceo=40other.test?= <probe@acme.test>",
     ):
         assert simple_mailbox(spoof) is None, spoof
+
+
+# --- the simple-path shortcut of MAIL and RCPT ------------------------------------------------
+# Arguments in the usual shape, <local@domain> and maybe parameters, with the nearest misses
+# put in anywhere: special characters, other white space, comments, non-ASCII letters.
+_path_specials = st.sampled_from([*'@<>"(),;:\\[]. \t\x0b\r\n', "é", "\xa0", "..", "()"])
+
+
+def _path_part(alphabet: str, min_size: int) -> st.SearchStrategy[str]:
+    plain = st.text(alphabet, min_size=min_size, max_size=6)
+    return st.one_of(plain, st.tuples(plain, _path_specials, plain).map("".join))
+
+
+_path_args = st.builds(
+    lambda local, domain, gap, rest: f"<{local}@{domain}>{gap}{rest}",
+    _path_part("abXY09!#$%&'*+/=?^_`{|}~-.", 1),
+    _path_part("abxy09-.!", 1),
+    st.sampled_from(["", " ", "  ", "\t", " \t", "\x0b", " (c) ", "\xa0", " \x0b"]),
+    st.sampled_from(["", "SIZE=1100", "AUTH=<>", "BODY=8BITMIME SIZE=9", "(c)", " X", ">"]),
+)
+
+
+@settings(max_examples=800)
+@given(arg=_path_args)
+def test_simple_path_shortcut_reads_what_the_email_package_reads(arg: str) -> None:
+    """Whenever ``simple_path`` takes a MAIL or RCPT argument, the email package's reading,
+    which aiosmtpd uses, gives the same address and the same rest."""
+    simple = simple_path(arg)
+    if simple is None:
+        return
+    parsed, rest = get_angle_addr(arg)
+    assert (parsed.addr_spec, rest) == simple
+
+
+def test_simple_path_shortcut_takes_the_usual_forms_only() -> None:
+    assert simple_path("<bench@acme.test>") == ("bench@acme.test", "")
+    assert simple_path("<a.b+c@acme.test> SIZE=1100 BODY=8BITMIME") == (
+        "a.b+c@acme.test",
+        "SIZE=1100 BODY=8BITMIME",
+    )
+    for other in (
+        " <a@acme.test>",  # leading white space
+        '<"a b"@acme.test>',  # quoted local part
+        "<a..b@acme.test>",
+        "<a@[127.0.0.1]>",
+        "<@relay.test:a@acme.test>",  # source route
+        "<a@acme.test> (comment)",
+        "<a@acme.test>\x0bSIZE=1",
+        "<a@acme.test>x",
+        "<>",
+        "a@acme.test",
+        "<ü@acme.test>",
+    ):
+        assert simple_path(other) is None, other
 
 
 # --- hostile encoded-words never break the From check ----------------------------------------
