@@ -33,6 +33,7 @@ import functools
 import logging
 import re
 import ssl
+import types
 from collections.abc import Awaitable, Callable
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
@@ -65,6 +66,24 @@ _SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*)>(?:[
 log = logging.getLogger("reference_server")
 
 
+def _guard(func: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """A command method (the function, taking the session first) with its argument checked
+    first: one holding a control character is refused without the command being run."""
+
+    @functools.wraps(func)  # HELP reads each command's syntax from attributes of its method
+    async def guarded(session: AnypostSMTP, arg: str | None) -> None:
+        if arg is not None and _CONTROL.search(arg):
+            await session.push(str(replies.CONTROL_CHARACTER))
+            return
+        await func(session, arg)
+
+    return guarded
+
+
+# Each command method of a session class, behind the guard: made once, bound per session.
+_GUARDED: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
 def simple_path(arg: str) -> tuple[str, str] | None:
     """The address and the rest of a MAIL or RCPT argument in the usual form
     (``_SIMPLE_PATH``), exactly as ``get_angle_addr`` reads them; None for any other form."""
@@ -91,6 +110,8 @@ class AnypostSMTP(SMTP):
         self._verbatim = False
         self._in_data = False
         self._last_read = 0.0
+        self._deadline = 0.0  # when an idle client is cut (``_reset_timeout``)
+        self._timer_set = False  # the timer is scheduled and has not fired yet
         self._corked: list[bytes] | None = None  # reply lines held back to go out in one write
         # aiosmtpd hands command arguments on with NUL and other controls in them: every
         # command goes through the guard first.
@@ -98,18 +119,25 @@ class AnypostSMTP(SMTP):
             name: self._guarded(method) for name, method in self._smtp_methods.items()
         }
 
-    def _guarded(
-        self, method: Callable[[str | None], Awaitable[None]]
-    ) -> Callable[[str | None], Awaitable[None]]:
-        # wraps: HELP reads each command's syntax from attributes of its method.
-        @functools.wraps(method)
-        async def guarded(arg: str | None) -> None:
-            if arg is not None and _CONTROL.search(arg):
-                await self.push(str(replies.CONTROL_CHARACTER))
-                return
-            await method(arg)
+    def _guarded(self, method: Callable[[str | None], Awaitable[None]]) -> Callable[..., Any]:
+        """``method`` behind the control-character guard. A method of the session's class is
+        wrapped once per function and bound to each session: wrapping every command anew for
+        each connection cost more than the rest of opening one."""
+        func = getattr(method, "__func__", None)
+        if func is None or getattr(method, "__self__", None) is not self:
+            # Not a method of this session (set on it at run time): wrapped for it alone.
+            @functools.wraps(method)
+            async def guarded_once(arg: str | None) -> None:
+                if arg is not None and _CONTROL.search(arg):
+                    await self.push(str(replies.CONTROL_CHARACTER))
+                    return
+                await method(arg)
 
-        return guarded
+            return guarded_once
+        guarded = _GUARDED.get(func)
+        if guarded is None:  # two sessions racing here make the same wrapper: no lock needed
+            guarded = _GUARDED[func] = _guard(func)
+        return types.MethodType(guarded, self)
 
     def __dir__(self) -> list[str]:
         # aiosmtpd scans dir() of every session as it opens: the protocol's names are enough.
@@ -167,14 +195,31 @@ class AnypostSMTP(SMTP):
             # was never retrieved" with a traceback (holding the session alive in the record).
             log.info("%s: connection ended: %s", peer_address(self.session), type(exc).__name__)
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd cancels its timer and schedules a new one for every command. One timer
+        # serves here: a later deadline is only noted, and the timer, when it fires, sets
+        # itself again for what is left (``_timeout_cb``).
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if handle is not None and self._timer_set and handle.when() <= deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timeout_handle = self.loop.call_at(deadline, self._timeout_cb)
+        self._timer_set = True
+
     def _timeout_cb(self) -> None:
-        # RFC 5321 §4.5.3.2: the timeouts are per read. aiosmtpd's timer runs from the last
-        # command, so during DATA it is pushed back by every read that brought data.
+        self._timer_set = False
+        deadline = self._deadline
         if self._in_data:
-            remaining = self._last_read + self._timeout_duration - self.loop.time()
-            if remaining > 0:
-                self._reset_timeout(remaining)
-                return
+            # RFC 5321 §4.5.3.2: the timeouts are per read. aiosmtpd's timer runs from the
+            # last command, so during DATA every read that brought data pushes it back.
+            deadline = max(deadline, self._last_read + self._timeout_duration)
+        if self.loop.time() < deadline:
+            self._timeout_handle = self.loop.call_at(deadline, self._timeout_cb)
+            self._timer_set = True
+            return
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(f"{replies.TIMEOUT}\r\n".encode("ascii"))

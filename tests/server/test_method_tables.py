@@ -11,6 +11,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from reference_server import replies
 from reference_server.handler import AnypostHandler
 from reference_server.limits import AuthFailureLimiter
 from reference_server.session import AnypostSMTP
@@ -94,4 +95,34 @@ def test_a_variants_own_command_and_hook_answer(tmp_path: Path) -> None:
         client.starttls(context=ssl.create_default_context(cafile=str(server.server.ca_path)))
         client.ehlo("client.test")
         assert client.docmd("XPING") == (250, b"2.0.0 pong")
+        # The variant's command is behind the control-character guard like the server's own.
+        code, _ = client.docmd("XPING", "a\x01b")
+        assert code == replies.CONTROL_CHARACTER.code
         assert client.noop() == (250, b"2.0.0 noop hook")
+
+
+def test_guarded_commands_are_wrapped_once_and_bound_to_each_session(tmp_path: Path) -> None:
+    """The guard around each command is made once per method, not per connection, and each
+    session calls it bound to itself."""
+    config = make_config(tmp_path)
+    spool = Spool(tmp_path / "spool")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+
+    async def two() -> tuple[AnypostSMTP, AnypostSMTP]:
+        loop = asyncio.get_running_loop()
+        handler = AnypostHandler(config, spool, AuthFailureLimiter(5, 60))
+        return (
+            _Extra(handler, tls_context=context, loop=loop),
+            _Extra(handler, tls_context=context, loop=loop),
+        )
+
+    try:
+        first, second = asyncio.run(two())
+    finally:
+        spool.close()
+    for name in ("MAIL", "RCPT", "XPING", "HELP"):
+        one, other = first._smtp_methods[name], second._smtp_methods[name]
+        assert one.__func__ is other.__func__  # type: ignore[attr-defined]
+        assert (one.__self__, other.__self__) == (first, second)  # type: ignore[attr-defined]
+    # HELP reads each command's syntax from its method, through the guard.
+    assert getattr(first._smtp_methods["MAIL"], "__smtp_syntax__", None)

@@ -180,6 +180,29 @@ def test_data_stalled_client_is_cut_with_421(tmp_path: Path) -> None:
         assert read_events(server.config.spool / "events.sqlite3") == []
 
 
+def test_idle_timer_runs_from_the_last_command(tmp_path: Path) -> None:
+    """A client sending a command every 0.4 s for twice the idle timeout is served; once it
+    stops, it is cut one idle timeout after its last command, not after its first."""
+    with running(make_config(tmp_path, idle_timeout=1.0)) as server:
+
+        async def go() -> tuple[bytes, float]:
+            raw = await Raw(server).open()
+            started = time.monotonic()
+            while time.monotonic() - started < 2.0:
+                await raw.expect(b"NOOP", b"250")
+                await asyncio.sleep(0.4)
+            await raw.expect(b"NOOP", b"250")
+            last = time.monotonic()
+            answer = await raw.reply(timeout=20)
+            waited = time.monotonic() - last
+            await raw.close()
+            return answer, waited
+
+        answer, waited = run(go())
+        assert answer == b"421 4.4.2 Idle timeout, closing connection\r\n"
+        assert 0.9 <= waited < 2.0, waited
+
+
 # --- HELP ----------------------------------------------------------------------------------
 def test_help_lists_the_commands_and_gives_their_syntax(server: ServerThread) -> None:
     """Every command goes through a guard against control characters; the guard keeps the
