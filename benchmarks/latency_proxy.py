@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 
 
@@ -34,7 +35,7 @@ class LatencyProxy:
         ports = []
         for port in self.upstream:
             server = await asyncio.start_server(
-                lambda r, w, p=port: self._relay(r, w, p), self.host, 0
+                functools.partial(self._relay, port=port), self.host, 0
             )
             self._servers.append(server)
             ports.append(server.sockets[0].getsockname()[1])
