@@ -96,8 +96,8 @@ def simple_path(arg: str) -> tuple[str, str] | None:
     """The address and the rest of a MAIL or RCPT argument in the usual form
     (``_SIMPLE_PATH``), exactly as ``get_angle_addr`` reads them; None for any other form."""
     match = _SIMPLE_PATH.match(arg)
-    if match is None:
-        return None
+    if match is None or "=?" in match[1]:
+        return None  # "=?" may start an encoded-word, which the email package decodes
     if match[2] is None:
         if match.end() != len(arg):
             return None  # white space, a comment or anything else after the path
@@ -131,21 +131,24 @@ class AnypostSMTP(SMTP):
         """``method`` behind the control-character guard. A method of the session's class is
         wrapped once per function and bound to each session: wrapping every command anew for
         each connection cost more than the rest of opening one."""
-        func = getattr(method, "__func__", None)
-        if func is None or getattr(method, "__self__", None) is not self:
-            # Not a method of this session (set on it at run time): wrapped for it alone.
-            @functools.wraps(method)
-            async def guarded_once(arg: str | None) -> None:
-                if arg is not None and _CONTROL.search(arg):
-                    await self.push(str(replies.CONTROL_CHARACTER))
-                    return
-                await method(arg)
+        func: Callable[..., Awaitable[None]] | None = getattr(method, "__func__", None)
+        in_class = func is not None and getattr(type(self), func.__name__, None) is func
+        if func is not None and in_class and getattr(method, "__self__", None) is self:
+            guarded = _GUARDED.get(func)
+            if guarded is None:  # two sessions racing here make the same wrapper: no lock
+                guarded = _GUARDED[func] = _guard(func)
+            return types.MethodType(guarded, self)
 
-            return guarded_once
-        guarded = _GUARDED.get(func)
-        if guarded is None:  # two sessions racing here make the same wrapper: no lock needed
-            guarded = _GUARDED[func] = _guard(func)
-        return types.MethodType(guarded, self)
+        # Not a method of this session's class (one set on the session itself, say): wrapped
+        # for this session alone, so the shared table never holds a session's own.
+        @functools.wraps(method)
+        async def guarded_once(arg: str | None) -> None:
+            if arg is not None and _CONTROL.search(arg):
+                await self.push(str(replies.CONTROL_CHARACTER))
+                return
+            await method(arg)
+
+        return guarded_once
 
     def __dir__(self) -> list[str]:
         # aiosmtpd scans dir() of every session as it opens: the protocol's names are enough.
@@ -431,6 +434,9 @@ class AnypostSMTP(SMTP):
             await self._receive_data()
         finally:
             self._in_data = False
+            # The client is idle from the end of its data on, not from the DATA command: the
+            # timer aiosmtpd set then would otherwise cut it soon after a long upload.
+            self._reset_timeout()
 
     async def _receive_data(self) -> None:
         """Read the message up to <CRLF>.<CRLF>, the only end of data (RFC 5321 §4.1.1.4).

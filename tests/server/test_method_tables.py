@@ -4,14 +4,18 @@ builds by scanning everything (``reference_server.method_tables``)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import smtplib
 import ssl
+import types
+import weakref
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
 from reference_server import replies
+from reference_server import session as session_module
 from reference_server.handler import AnypostHandler
 from reference_server.limits import AuthFailureLimiter
 from reference_server.session import AnypostSMTP
@@ -126,3 +130,44 @@ def test_guarded_commands_are_wrapped_once_and_bound_to_each_session(tmp_path: P
         assert (one.__self__, other.__self__) == (first, second)  # type: ignore[attr-defined]
     # HELP reads each command's syntax from its method, through the guard.
     assert getattr(first._smtp_methods["MAIL"], "__smtp_syntax__", None)
+
+
+class _OwnCommand(AnypostSMTP):
+    """A session given a command of its own, on itself rather than its class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        async def xown(session: AnypostSMTP, arg: str | None) -> None:
+            await session.push("250 2.0.0 own")
+
+        self.smtp_XOWN = types.MethodType(xown, self)
+        super().__init__(*args, **kwargs)
+
+
+def test_a_sessions_own_command_is_guarded_for_it_alone(tmp_path: Path) -> None:
+    """The shared table of guarded methods takes only methods of a class: a command set on a
+    session itself is wrapped for that session, and the session can go when it ends."""
+    config = make_config(tmp_path)
+    spool = Spool(tmp_path / "spool")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+
+    async def open_and_drop() -> tuple[int, list[weakref.ref[AnypostSMTP]]]:
+        loop = asyncio.get_running_loop()
+        handler = AnypostHandler(config, spool, AuthFailureLimiter(5, 60))
+        _OwnCommand(handler, tls_context=context, loop=loop)  # the class's methods are cached
+        shared = len(session_module._GUARDED)
+        gone = []
+        for _ in range(20):
+            session = _OwnCommand(handler, tls_context=context, loop=loop)
+            assert "XOWN" in session._smtp_methods
+            assert not hasattr(session._smtp_methods["XOWN"], "__func__")  # its own wrapper
+            gone.append(weakref.ref(session))
+            del session
+        assert len(session_module._GUARDED) == shared
+        return shared, gone
+
+    try:
+        _, gone = asyncio.run(open_and_drop())
+    finally:
+        spool.close()
+    gc.collect()
+    assert [ref for ref in gone if ref() is not None] == []

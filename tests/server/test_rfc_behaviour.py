@@ -203,6 +203,35 @@ def test_idle_timer_runs_from_the_last_command(tmp_path: Path) -> None:
         assert 0.9 <= waited < 2.0, waited
 
 
+def test_idle_timer_runs_from_the_end_of_a_long_upload(tmp_path: Path) -> None:
+    """A client idle after a DATA upload longer than the idle timeout is cut one idle timeout
+    after the reply to its data, not sooner (the timer set at the DATA command has long run
+    out by then)."""
+    with running(make_config(tmp_path, idle_timeout=1.0)) as server:
+
+        async def go() -> tuple[bytes, bytes, float]:
+            raw = await Raw(server).open()
+            await raw.expect(f"MAIL FROM:<probe@{VERIFIED}>".encode(), b"250")
+            await raw.expect(b"RCPT TO:<a@sink.test>", b"250")
+            await raw.expect(b"DATA", b"354")
+            raw.writer.write(message(body="").rstrip(b"\r\n") + b"\r\n\r\n")
+            started = time.monotonic()
+            while time.monotonic() - started < 2.2:
+                raw.writer.write(b"a line\r\n")
+                await asyncio.sleep(0.35)
+            accepted = await raw.send(b".")
+            after = time.monotonic()
+            answer = await raw.reply(timeout=20)
+            waited = time.monotonic() - after
+            await raw.close()
+            return accepted, answer, waited
+
+        accepted, answer, waited = run(go())
+        assert accepted.startswith(b"250 2.0.0 OK ids=")
+        assert answer == b"421 4.4.2 Idle timeout, closing connection\r\n"
+        assert 0.9 <= waited < 2.0, waited
+
+
 # --- HELP ----------------------------------------------------------------------------------
 def test_help_lists_the_commands_and_gives_their_syntax(server: ServerThread) -> None:
     """Every command goes through a guard against control characters; the guard keeps the
