@@ -22,7 +22,8 @@ behaviour, less CPU; each named where it is done):
 
 Where aiosmtpd 1.4 departs from the RFCs a careful MSA follows (each named where it is fixed):
 - STARTTLS on a TLS session is answered 220 and a second handshake is nested in the first;
-- the idle timer is reset per command only, so it cuts a slow but steady DATA upload;
+- the idle timer is reset per command only, so it cuts a slow but steady DATA upload, and a
+  client idle after a long upload sooner than its timeout;
 - SASL mechanism names are matched case-sensitively (RFC 4954 §8: case-insensitive);
 - the ``AUTH=`` MAIL parameter is refused with 555 (RFC 4954 §5: accepted);
 - NUL and other control characters pass in command arguments and addresses;
@@ -213,7 +214,12 @@ class AnypostSMTP(SMTP):
         deadline = self.loop.time() + (duration or self._timeout_duration)
         self._deadline = deadline
         handle = self._timeout_handle
-        if handle is not None and self._timer_set and handle.when() <= deadline:
+        if (
+            handle is not None
+            and self._timer_set
+            and not handle.cancelled()  # aiosmtpd cancels it when the connection is lost
+            and handle.when() <= deadline
+        ):
             return
         if handle is not None:
             handle.cancel()
@@ -435,8 +441,11 @@ class AnypostSMTP(SMTP):
         finally:
             self._in_data = False
             # The client is idle from the end of its data on, not from the DATA command: the
-            # timer aiosmtpd set then would otherwise cut it soon after a long upload.
-            self._reset_timeout()
+            # timer aiosmtpd set then would otherwise cut it soon after a long upload. Not
+            # once the connection is lost (the data ended with it): no timer for a session
+            # that has none.
+            if self.transport is not None:
+                self._reset_timeout()
 
     async def _receive_data(self) -> None:
         """Read the message up to <CRLF>.<CRLF>, the only end of data (RFC 5321 §4.1.1.4).

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -230,6 +231,33 @@ def test_idle_timer_runs_from_the_end_of_a_long_upload(tmp_path: Path) -> None:
         assert accepted.startswith(b"250 2.0.0 OK ids=")
         assert answer == b"421 4.4.2 Idle timeout, closing connection\r\n"
         assert 0.9 <= waited < 2.0, waited
+
+
+def test_a_client_gone_during_data_leaves_no_timer_behind(
+    tmp_path: Path, problems: Problems
+) -> None:
+    """A client that drops the connection in the middle of its data: the session ends, and no
+    idle timer fires later on a session without a connection (which would log an error)."""
+    with running(make_config(tmp_path, idle_timeout=0.5)) as server:
+
+        async def go() -> None:
+            raw = await Raw(server).open()
+            await raw.expect(f"MAIL FROM:<probe@{VERIFIED}>".encode(), b"250")
+            await raw.expect(b"RCPT TO:<a@sink.test>", b"250")
+            await raw.expect(b"DATA", b"354")
+            raw.writer.write(b"Subject: gone\r\n\r\nhalf a line")
+            await raw.writer.drain()
+            await asyncio.sleep(0.1)  # the server is waiting for the rest of the line
+            # A reset, not a close: the server learns the connection is lost before its
+            # reading of the data ends.
+            sock = raw.writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.writer.transport.abort()
+            await asyncio.sleep(1.5)  # three idle timeouts
+
+        run(go())
+        assert not problems()
+        assert read_events(server.config.spool / "events.sqlite3") == []
 
 
 # --- HELP ----------------------------------------------------------------------------------
