@@ -126,8 +126,9 @@ def test_guarded_commands_are_wrapped_once_and_bound_to_each_session(tmp_path: P
         spool.close()
     for name in ("MAIL", "RCPT", "XPING", "HELP"):
         one, other = first._smtp_methods[name], second._smtp_methods[name]
-        assert one.__func__ is other.__func__  # type: ignore[attr-defined]
-        assert (one.__self__, other.__self__) == (first, second)  # type: ignore[attr-defined]
+        assert isinstance(one, types.MethodType) and isinstance(other, types.MethodType)
+        assert one.__func__ is other.__func__
+        assert (one.__self__, other.__self__) == (first, second)
     # HELP reads each command's syntax from its method, through the guard.
     assert getattr(first._smtp_methods["MAIL"], "__smtp_syntax__", None)
 

@@ -56,6 +56,12 @@ class Raw:
         self.writer.write(line + b"\r\n")
         return await self.reply()
 
+    async def start_data(self) -> None:
+        """A transaction for one recipient, up to the 354 of DATA."""
+        await self.expect(f"MAIL FROM:<probe@{VERIFIED}>".encode(), b"250")
+        await self.expect(b"RCPT TO:<a@sink.test>", b"250")
+        await self.expect(b"DATA", b"354")
+
     async def expect(self, line: bytes, prefix: bytes) -> bytes:
         answer = await self.send(line)
         assert answer.startswith(prefix), (line[:60], answer)
@@ -141,9 +147,7 @@ def test_data_slow_but_steady_client_is_never_cut(tmp_path: Path) -> None:
 
         async def go() -> bytes:
             raw = await Raw(server).open()
-            await raw.expect(f"MAIL FROM:<probe@{VERIFIED}>".encode(), b"250")
-            await raw.expect(b"RCPT TO:<a@sink.test>", b"250")
-            await raw.expect(b"DATA", b"354")
+            await raw.start_data()
             head = message(body="").rstrip(b"\r\n") + b"\r\n\r\n"
             raw.writer.write(head)
             started = time.monotonic()
@@ -164,9 +168,7 @@ def test_data_stalled_client_is_cut_with_421(tmp_path: Path) -> None:
 
         async def go() -> tuple[bytes, float]:
             raw = await Raw(server).open()
-            await raw.expect(f"MAIL FROM:<probe@{VERIFIED}>".encode(), b"250")
-            await raw.expect(b"RCPT TO:<a@sink.test>", b"250")
-            await raw.expect(b"DATA", b"354")
+            await raw.start_data()
             raw.writer.write(b"Subject: stalls\r\n\r\nand then nothing")
             started = time.monotonic()
             answer = await raw.reply(timeout=20)
@@ -212,9 +214,7 @@ def test_idle_timer_runs_from_the_end_of_a_long_upload(tmp_path: Path) -> None:
 
         async def go() -> tuple[bytes, bytes, float]:
             raw = await Raw(server).open()
-            await raw.expect(f"MAIL FROM:<probe@{VERIFIED}>".encode(), b"250")
-            await raw.expect(b"RCPT TO:<a@sink.test>", b"250")
-            await raw.expect(b"DATA", b"354")
+            await raw.start_data()
             raw.writer.write(message(body="").rstrip(b"\r\n") + b"\r\n\r\n")
             started = time.monotonic()
             while time.monotonic() - started < 2.2:
@@ -242,9 +242,7 @@ def test_a_client_gone_during_data_leaves_no_timer_behind(
 
         async def go() -> None:
             raw = await Raw(server).open()
-            await raw.expect(f"MAIL FROM:<probe@{VERIFIED}>".encode(), b"250")
-            await raw.expect(b"RCPT TO:<a@sink.test>", b"250")
-            await raw.expect(b"DATA", b"354")
+            await raw.start_data()
             raw.writer.write(b"Subject: gone\r\n\r\nhalf a line")
             await raw.writer.drain()
             await asyncio.sleep(0.1)  # the server is waiting for the rest of the line
@@ -443,9 +441,7 @@ def test_overlong_lines_anywhere_refused_without_internal_text(
         elif where == "auth-command":
             answer = await raw.send(b"AUTH PLAIN " + b"A" * 200_000)
         else:
-            await raw.expect(f"MAIL FROM:<probe@{VERIFIED}>".encode(), b"250")
-            await raw.expect(b"RCPT TO:<a@sink.test>", b"250")
-            await raw.expect(b"DATA", b"354")
+            await raw.start_data()
             raw.writer.write(message(body="y" * 200_000 + "\r\n"))
             answer = await raw.send(b".")
         after = await raw.send(b"NOOP")
